@@ -1,0 +1,49 @@
+// Internal building blocks shared by the CPU kernels of knn_graph and nnk_graph.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+#include <vector>
+
+#include "../common.h"
+
+namespace torch_geometry {
+namespace cpu {
+
+// Points ready for a kernel: contiguous, and unit-normalised rows for the cosine kernel.
+// `valid[i]` is 0 for an all-zero row under the cosine kernel (no direction: such a node
+// gets no edges and is nobody's candidate), 1 otherwise.
+struct PreparedPoints {
+  at::Tensor x;            // [N, D], x's dtype, contiguous
+  std::vector<char> valid; // [N]
+  int64_t num_invalid = 0;
+};
+
+PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel);
+
+// Exact k nearest other points of every valid point, computed in tiles (a query block
+// times a column block through at::mm; never an N x N matrix) with a bounded heap per
+// row. Returns
+//   index [N, k] int64, best first (-1 pads rows with fewer than k valid others), and
+//   score [N, k] double: cos(x_i, x_j) for the cosine kernel, ||x_i - x_j||^2 for the
+//   Gaussian kernel (0 where padded).
+// Ties are broken by the smaller index, so the result does not depend on threads.
+std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel kernel,
+                                              int64_t k);
+
+// Per-node sigma of the Gaussian kernel from each node's largest candidate distance
+// (`far_sq[i]` = squared distance to its k-th neighbour, < 0 when it has none).
+std::vector<double> resolve_sigma(SigmaMode mode, double sigma,
+                                  const std::vector<double>& far_sq);
+
+// Kernel value from the raw score of knn_search (cosine: cos; gaussian: squared distance).
+inline double kernel_value(Kernel kernel, double raw, double sigma) {
+  if (kernel == Kernel::Cosine) {
+    return 0.5 * (1.0 + raw);
+  }
+  return std::exp(-raw / (2.0 * sigma * sigma));
+}
+
+} // namespace cpu
+} // namespace torch_geometry

@@ -1,0 +1,9 @@
+"""torch_geometry: NNK graphs and manifold graph metrics on neural network activations."""
+from ._ops import ensure_loaded
+
+ensure_loaded()
+
+from .graph import NNKGraph, knn_graph, nnk_graph  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["NNKGraph", "knn_graph", "nnk_graph", "__version__"]
