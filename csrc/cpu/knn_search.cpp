@@ -11,10 +11,12 @@ namespace cpu {
 
 namespace {
 
-// Query rows per tile and columns per tile: a 1024 x 4096 float tile is 16 MiB, large
-// enough for GEMM to run near peak, small enough to stay far from N x N.
-constexpr int64_t kQueryBlock = 1024;
-constexpr int64_t kColumnBlock = 4096;
+// Tile edge: a 2048 x 2048 float tile is 16 MiB, large enough for GEMM to run near peak,
+// small enough to stay far from N x N.
+constexpr int64_t kBlock = 2048;
+// Columns a thread handles together in the transposed pass, so that each cache line of
+// the row-major tile is used by consecutive heaps.
+constexpr int64_t kColumnChunk = 16;
 
 // A bounded min-heap holding a row's best k (score, index), worst on top.
 // "Better" = larger score, then smaller index.
@@ -26,8 +28,9 @@ struct RowHeap {
   static bool better(double sa, int64_t ia, double sb, int64_t ib) {
     return sa > sb || (sa == sb && ia >= 0 && (ib < 0 || ia < ib));
   }
-  void push_if_better(double v, int64_t j) {
-    if (!better(v, j, s[0], id[0])) {
+  // Cheap rejection first: most candidates of a row are worse than its current k-th.
+  inline void push(double v, int64_t j) {
+    if (v < s[0] || !better(v, j, s[0], id[0])) {
       return;
     }
     int64_t pos = 0;
@@ -61,39 +64,59 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
   const at::Tensor& x = pts.x;
   const int64_t n = x.size(0);
   const char* valid = pts.valid.data();
+  const bool cosine = kernel == Kernel::Cosine;
+  // Per candidate j, the score of the pair is  a[j] * dot + c[j]  up to terms that depend
+  // only on the query (which do not change its ranking):
+  //   cosine:   dot / ||x_j||              (the 1 / ||x_i|| factor is applied at the end)
+  //   gaussian: 2 dot - ||x_j||^2          (= ||x_i||^2 - ||x_i - x_j||^2)
+  std::vector<double> a(n), c(n);
+  for (int64_t j = 0; j < n; ++j) {
+    a[j] = cosine ? pts.inv_norm[j] : 2.0;
+    c[j] = cosine ? 0.0 : -pts.sq_norm[j];
+  }
   std::vector<double> heap_s(static_cast<size_t>(n) * k,
                              -std::numeric_limits<double>::infinity());
   std::vector<int64_t> heap_i(static_cast<size_t>(n) * k, -1);
-  std::vector<double> sqnorm;
-  if (kernel == Kernel::Gaussian) {
-    at::Tensor sq = x.to(at::kDouble).pow(2).sum(1).contiguous();
-    sqnorm.assign(sq.data_ptr<double>(), sq.data_ptr<double>() + n);
-  }
-  for (int64_t q0 = 0; q0 < n; q0 += kQueryBlock) {
-    const int64_t nq = std::min(kQueryBlock, n - q0);
-    at::Tensor xq = x.narrow(0, q0, nq);
-    for (int64_t c0 = 0; c0 < n; c0 += kColumnBlock) {
-      const int64_t nc = std::min(kColumnBlock, n - c0);
-      at::Tensor tile = at::mm(xq, x.narrow(0, c0, nc).t()).contiguous();
+  auto heap = [&](int64_t i) { return RowHeap{&heap_s[i * k], &heap_i[i * k], k}; };
+
+  for (int64_t a0 = 0; a0 < n; a0 += kBlock) {
+    const int64_t na = std::min(kBlock, n - a0);
+    const at::Tensor xa = x.narrow(0, a0, na);
+    for (int64_t b0 = a0; b0 < n; b0 += kBlock) {
+      const int64_t nb = std::min(kBlock, n - b0);
+      const at::Tensor tile = at::mm(xa, x.narrow(0, b0, nb).t()).contiguous();
       const scalar_t* t = tile.data_ptr<scalar_t>();
-      at::parallel_for(0, nq, 16, [&](int64_t r0, int64_t r1) {
+      // Rows of block a against candidates of block b.
+      at::parallel_for(0, na, 16, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-          const int64_t i = q0 + r;
-          if (!valid[i]) {
-            continue;
+          const int64_t i = a0 + r;
+          if (!valid[i]) continue;
+          RowHeap h = heap(i);
+          const scalar_t* row = t + r * nb;
+          for (int64_t q = 0; q < nb; ++q) {
+            const int64_t j = b0 + q;
+            if (j == i || !valid[j]) continue;
+            h.push(a[j] * static_cast<double>(row[q]) + c[j], j);
           }
-          RowHeap heap{&heap_s[i * k], &heap_i[i * k], k};
-          const scalar_t* row = t + r * nc;
-          for (int64_t c = 0; c < nc; ++c) {
-            const int64_t j = c0 + c;
-            if (j == i || !valid[j]) {
-              continue;
+        }
+      });
+      if (b0 == a0) {
+        continue;  // a diagonal tile holds both directions of each pair already
+      }
+      // Rows of block b against candidates of block a: the same tile, transposed.
+      const int64_t chunks = (nb + kColumnChunk - 1) / kColumnChunk;
+      at::parallel_for(0, chunks, 1, [&](int64_t ch0, int64_t ch1) {
+        for (int64_t ch = ch0; ch < ch1; ++ch) {
+          const int64_t q0 = ch * kColumnChunk, q1 = std::min(nb, q0 + kColumnChunk);
+          for (int64_t r = 0; r < na; ++r) {
+            const int64_t j = a0 + r;
+            if (!valid[j]) continue;
+            const scalar_t* row = t + r * nb;
+            for (int64_t q = q0; q < q1; ++q) {
+              const int64_t i = b0 + q;
+              if (!valid[i]) continue;
+              heap(i).push(a[j] * static_cast<double>(row[q]) + c[j], j);
             }
-            // Gaussian: maximise 2 x_i.x_j - |x_j|^2, i.e. minimise |x_i - x_j|^2.
-            const double v = kernel == Kernel::Cosine
-                ? static_cast<double>(row[c])
-                : 2.0 * static_cast<double>(row[c]) - sqnorm[j];
-            heap.push_if_better(v, j);
           }
         }
       });
@@ -107,16 +130,16 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
       for (int64_t l = 0; l < k; ++l) {
         row[l] = {heap_s[i * k + l], heap_i[i * k + l]};
       }
-      std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) {
-        return RowHeap::better(a.first, a.second, b.first, b.second);
+      std::sort(row.begin(), row.end(), [](const auto& p, const auto& q) {
+        return RowHeap::better(p.first, p.second, q.first, q.second);
       });
       for (int64_t l = 0; l < k; ++l) {
         const int64_t j = row[l].second;
         out_i[i * k + l] = j;
         double v = 0.0;
         if (j >= 0) {
-          v = kernel == Kernel::Cosine ? std::min(1.0, std::max(-1.0, row[l].first))
-                                       : std::max(0.0, sqnorm[i] - row[l].first);
+          v = cosine ? std::min(1.0, std::max(-1.0, row[l].first * pts.inv_norm[i]))
+                     : std::max(0.0, pts.sq_norm[i] - row[l].first);
         }
         out_s[i * k + l] = v;
       }
@@ -128,21 +151,20 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
 
 PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel) {
   PreparedPoints pts;
+  pts.x = x.contiguous();
   const int64_t n = x.size(0);
+  const at::Tensor sq = pts.x.to(at::kDouble).pow(2).sum(1).contiguous();
+  const double* s = sq.data_ptr<double>();
+  pts.sq_norm.assign(s, s + n);
   pts.valid.assign(n, 1);
-  if (kernel == Kernel::Cosine) {
-    at::Tensor norm = x.norm(2, /*dim=*/1, /*keepdim=*/true);
-    at::Tensor zero = (norm.squeeze(1) == 0).to(at::kByte).contiguous();
-    const uint8_t* z = zero.data_ptr<uint8_t>();
-    for (int64_t i = 0; i < n; ++i) {
-      if (z[i]) {
-        pts.valid[i] = 0;
-        ++pts.num_invalid;
-      }
+  pts.inv_norm.assign(n, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (s[i] > 0) {
+      pts.inv_norm[i] = 1.0 / std::sqrt(s[i]);
+    } else if (kernel == Kernel::Cosine) {
+      pts.valid[i] = 0;
+      ++pts.num_invalid;
     }
-    pts.x = (x / norm.clamp_min(std::numeric_limits<double>::min())).contiguous();
-  } else {
-    pts.x = x.contiguous();
   }
   return pts;
 }

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <tuple>
 #include <vector>
 
@@ -11,20 +12,25 @@
 namespace torch_geometry {
 namespace cpu {
 
-// Points ready for a kernel: contiguous, and unit-normalised rows for the cosine kernel.
+// Points ready for a kernel, without copying them (x is only made contiguous):
+// the cosine kernel works on x_i * inv_norm[i]; the Gaussian kernel uses sq_norm.
 // `valid[i]` is 0 for an all-zero row under the cosine kernel (no direction: such a node
 // gets no edges and is nobody's candidate), 1 otherwise.
 struct PreparedPoints {
-  at::Tensor x;            // [N, D], x's dtype, contiguous
-  std::vector<char> valid; // [N]
+  at::Tensor x;                  // [N, D], x's dtype, contiguous
+  std::vector<double> inv_norm;  // cosine: 1 / ||x_i|| (0 for zero rows)
+  std::vector<double> sq_norm;   // ||x_i||^2
+  std::vector<char> valid;       // [N]
   int64_t num_invalid = 0;
 };
 
 PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel);
 
-// Exact k nearest other points of every valid point, computed in tiles (a query block
-// times a column block through at::mm; never an N x N matrix) with a bounded heap per
-// row. Returns
+// Exact k nearest other points of every valid point. The Gram matrix is computed in
+// square tiles through at::mm, only for tile pairs (a, b) with b >= a: each tile updates
+// the heaps of its rows and, transposed, of its columns, so every dot product is computed
+// once (half the flops of a plain search) and no N x N matrix is ever held.
+// Returns
 //   index [N, k] int64, best first (-1 pads rows with fewer than k valid others), and
 //   score [N, k] double: cos(x_i, x_j) for the cosine kernel, ||x_i - x_j||^2 for the
 //   Gaussian kernel (0 where padded).
@@ -37,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel 
 std::vector<double> resolve_sigma(SigmaMode mode, double sigma,
                                   const std::vector<double>& far_sq);
 
-// Kernel value from the raw score of knn_search (cosine: cos; gaussian: squared distance).
+// Kernel value from a raw score (cosine: cos; gaussian: squared distance).
 inline double kernel_value(Kernel kernel, double raw, double sigma) {
   if (kernel == Kernel::Cosine) {
     return 0.5 * (1.0 + raw);

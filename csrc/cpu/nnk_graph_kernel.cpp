@@ -66,45 +66,45 @@ at::Tensor clean_candidates(const at::Tensor& cand, int64_t n, int64_t k,
 }
 
 template <typename scalar_t>
-void nnk_impl(const at::Tensor& x_orig, const cpu::PreparedPoints& pts, Kernel kernel,
-              SigmaMode mode, double sigma_fixed, const at::Tensor& cand, double threshold,
+void nnk_impl(const cpu::PreparedPoints& pts, Kernel kernel, SigmaMode mode,
+              double sigma_fixed, const at::Tensor& cand, double threshold,
               at::Tensor& nbr_out, at::Tensor& w_out, at::Tensor& err_out) {
   using Vec = Eigen::Matrix<scalar_t, Eigen::Dynamic, 1>;
   using Map = Eigen::Map<const Vec>;
   const int64_t n = pts.x.size(0), d = pts.x.size(1), k = cand.size(1);
   const scalar_t* X = pts.x.data_ptr<scalar_t>();
-  const scalar_t* X0 = x_orig.data_ptr<scalar_t>();
   const int64_t* C = cand.data_ptr<int64_t>();
-  auto row = [&](const scalar_t* base, int64_t i) { return Map(base + i * d, d); };
+  const double* inv = pts.inv_norm.data();
+  const double* sq = pts.sq_norm.data();
+  auto row = [&](int64_t i) { return Map(X + i * d, d); };
 
   // Raw kernel argument between two points: cos for cosine, squared distance for gaussian.
   auto raw = [&](int64_t a, int64_t b) -> double {
     if (kernel == Kernel::Cosine) {
-      return std::min(1.0, std::max(-1.0, static_cast<double>(row(X, a).dot(row(X, b)))));
+      const double dot = static_cast<double>(row(a).dot(row(b)));
+      return std::min(1.0, std::max(-1.0, dot * inv[a] * inv[b]));
     }
-    return static_cast<double>((row(X, a) - row(X, b)).squaredNorm());
+    return static_cast<double>((row(a) - row(b)).squaredNorm());
   };
-  // Exact duplicates (kappa = 1), decided in double on the original rows with a tolerance
-  // at the input's rounding level: the same direction (cosine) or the same point (gaussian).
+  // Exact duplicates (kappa = 1), decided in double with a tolerance at the input's
+  // rounding level: the same direction (cosine) or the same point (gaussian).
   const double dup_tol = std::is_same<scalar_t, float>::value ? 1e-12 : 1e-24;
-  std::vector<double> norm_sq(n);
-  for (int64_t i = 0; i < n; ++i) {
-    norm_sq[i] = row(X0, i).template cast<double>().squaredNorm();
-  }
   auto is_duplicate = [&](int64_t i, int64_t j, double r) -> bool {
     if (kernel == Kernel::Cosine) {
       if (r < 1.0 - 1e-4) {
         return false;
       }
-      const double dot = row(X0, i).template cast<double>().dot(row(X0, j).template cast<double>());
-      const double rel = 2.0 - 2.0 * dot / std::sqrt(norm_sq[i] * norm_sq[j]);
-      return rel <= dup_tol;
+      // ||x_i / |x_i| - x_j / |x_j|||^2, exactly 0 for identical rows.
+      const double dist = (row(i).template cast<double>() * inv[i] -
+                           row(j).template cast<double>() * inv[j]).squaredNorm();
+      return dist <= dup_tol;
     }
-    const double scale = std::max(norm_sq[i], norm_sq[j]);
+    const double scale = std::max(sq[i], sq[j]);
     if (r > 1e-4 * scale) {
       return false;
     }
-    const double dist = (row(X0, i).template cast<double>() - row(X0, j).template cast<double>()).squaredNorm();
+    const double dist =
+        (row(i).template cast<double>() - row(j).template cast<double>()).squaredNorm();
     return dist <= dup_tol * scale;
   };
 
@@ -226,8 +226,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph_kernel(
               ": threshold should be a finite number >= 0, got ", threshold);
 
   const int64_t n = x.size(0);
-  const at::Tensor x_orig = x.contiguous();
-  const cpu::PreparedPoints pts = cpu::prepare_points(x_orig, kernel);
+  const cpu::PreparedPoints pts = cpu::prepare_points(x, kernel);
   at::Tensor cand;
   if (candidates.has_value() && candidates->defined()) {
     cand = clean_candidates(*candidates, n, k, pts.valid);
@@ -235,11 +234,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph_kernel(
     cand = std::get<0>(cpu::knn_search(pts, kernel, k));
   }
   at::Tensor nbr = at::empty({n, k}, x.options().dtype(at::kLong));
-  at::Tensor w = at::empty({n, k}, x_orig.options());
-  at::Tensor err = at::empty({n}, x_orig.options());
+  at::Tensor w = at::empty({n, k}, pts.x.options());
+  at::Tensor err = at::empty({n}, pts.x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nnk_graph", [&] {
-    nnk_impl<scalar_t>(x_orig, pts, kernel, mode, sigma.value_or(0.0), cand, threshold, nbr,
-                       w, err);
+    nnk_impl<scalar_t>(pts, kernel, mode, sigma.value_or(0.0), cand, threshold, nbr, w, err);
   });
   return std::make_tuple(nbr, w, err);
 }
