@@ -1,0 +1,110 @@
+#include "graph_input.h"
+
+#include <ATen/Dispatch.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace torch_geometry {
+
+void check_directed_graph(
+    const at::Tensor& neighbors,
+    const at::Tensor& weights,
+    int64_t n,
+    const char* op,
+    const char* name) {
+  TORCH_CHECK(
+      neighbors.dim() == 2,
+      op,
+      ": neighbors",
+      name,
+      " should be a 2-D tensor [N, k], got shape ",
+      neighbors.sizes());
+  TORCH_CHECK(
+      neighbors.scalar_type() == at::kLong,
+      op,
+      ": neighbors",
+      name,
+      " should be int64, got ",
+      neighbors.scalar_type());
+  TORCH_CHECK(
+      weights.sizes() == neighbors.sizes(),
+      op,
+      ": weights",
+      name,
+      " should have the shape of neighbors",
+      name,
+      " ",
+      neighbors.sizes(),
+      ", got ",
+      weights.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(weights.scalar_type()),
+      op,
+      ": weights",
+      name,
+      " should be floating (float32/float64), got ",
+      weights.scalar_type());
+  const int64_t nodes = n < 0 ? neighbors.size(0) : n;
+  TORCH_CHECK(
+      neighbors.size(0) == nodes,
+      op,
+      ": the graph",
+      name,
+      " should have N = ",
+      nodes,
+      " rows, got ",
+      neighbors.size(0));
+  if (neighbors.numel() == 0) {
+    return;
+  }
+  // One serial pass over the raw values: the graph is N x k, and a chain of ATen reductions
+  // here would open one parallel region each, which costs more than the scan itself.
+  const at::Tensor nb_t = neighbors.contiguous();
+  const at::Tensor w_t = weights.contiguous();
+  const int64_t* nb = nb_t.data_ptr<int64_t>();
+  const int64_t count = nb_t.numel();
+  int64_t lo = nb[0];
+  int64_t hi = nb[0];
+  bool weights_ok = true;
+  bool padding_ok = true;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, w_t.scalar_type(), "check_directed_graph", [&] {
+        const scalar_t* w = w_t.data_ptr<scalar_t>();
+        for (int64_t e = 0; e < count; ++e) {
+          lo = std::min(lo, nb[e]);
+          hi = std::max(hi, nb[e]);
+          const double t = static_cast<double>(w[e]);
+          weights_ok = weights_ok && std::isfinite(t) && t >= 0;
+          padding_ok = padding_ok && !(nb[e] < 0 && t > 0);
+        }
+      });
+  TORCH_CHECK(
+      lo >= -1 && hi < nodes,
+      op,
+      ": neighbors",
+      name,
+      " should hold indices in [0, N) or -1 (padding) with N = ",
+      nodes,
+      ", got values in [",
+      lo,
+      ", ",
+      hi,
+      "]");
+  TORCH_CHECK(
+      weights_ok,
+      op,
+      ": weights",
+      name,
+      " should be finite and >= 0, got a negative, NaN or Inf value");
+  TORCH_CHECK(
+      padding_ok,
+      op,
+      ": weights",
+      name,
+      " should be 0 on padding slots (neighbors",
+      name,
+      " == -1), got a positive weight there");
+}
+
+} // namespace torch_geometry

@@ -1,0 +1,61 @@
+#include "summary.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace torch_geometry {
+namespace hooks {
+
+namespace {
+
+double quantile_sorted(const std::vector<double>& v, double q) {
+  const double pos = q * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  const double frac = pos - static_cast<double>(lo);
+  return v[lo] + (v[hi] - v[lo]) * frac;
+}
+
+} // namespace
+
+Summary summarize(const at::Tensor& values, int64_t bins) {
+  TORCH_CHECK(bins >= 1, "summarize: bins should be >= 1, got ", bins);
+  TORCH_CHECK(!values.is_complex(), "summarize: values should be real, got ", values.scalar_type());
+  const at::Tensor flat = values.detach().to(at::kCPU, at::kDouble).reshape({-1}).contiguous();
+  const double* p = flat.data_ptr<double>();
+  std::vector<double> v;
+  v.reserve(flat.numel());
+  for (int64_t i = 0; i < flat.numel(); ++i) {
+    if (std::isfinite(p[i])) v.push_back(p[i]);
+  }
+  Summary s;
+  s.count = static_cast<int64_t>(v.size());
+  s.hist.assign(bins, 0);
+  if (v.empty()) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    s.mean = s.median = s.q25 = s.q75 = s.min = s.max = nan;
+    s.bin_edges.assign(bins + 1, nan);
+    return s;
+  }
+  std::sort(v.begin(), v.end());
+  double sum = 0.0;
+  for (double x : v) sum += x;
+  s.mean = sum / static_cast<double>(v.size());
+  s.median = quantile_sorted(v, 0.5);
+  s.q25 = quantile_sorted(v, 0.25);
+  s.q75 = quantile_sorted(v, 0.75);
+  s.min = v.front();
+  s.max = v.back();
+  const double width = (s.max - s.min) / static_cast<double>(bins);
+  s.bin_edges.resize(bins + 1);
+  for (int64_t b = 0; b <= bins; ++b) s.bin_edges[b] = s.min + width * static_cast<double>(b);
+  for (double x : v) {
+    int64_t b = width > 0 ? static_cast<int64_t>((x - s.min) / width) : 0;
+    s.hist[std::min(b, bins - 1)] += 1;
+  }
+  return s;
+}
+
+} // namespace hooks
+} // namespace torch_geometry

@@ -1,0 +1,30 @@
+// Summary statistics of a per-node metric: what the tracker records per epoch and layer.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace torch_geometry {
+namespace hooks {
+
+struct Summary {
+  int64_t count = 0;   // values summarised (finite ones)
+  double mean = 0.0;
+  double median = 0.0;
+  double q25 = 0.0;    // quartiles by linear interpolation between order statistics
+  double q75 = 0.0;    // (numpy's and torch.quantile's default)
+  double min = 0.0;
+  double max = 0.0;
+  std::vector<double> bin_edges;  // bins + 1 edges spanning [min, max]
+  std::vector<int64_t> hist;      // bins counts
+};
+
+// Summarises `values` (any shape, any real dtype; read as float64). Non-finite values are
+// left out of every statistic; an input with no finite value gives count 0 and NaN
+// statistics, so "nothing to summarise" cannot pass for a zero.
+Summary summarize(const at::Tensor& values, int64_t bins = 20);
+
+} // namespace hooks
+} // namespace torch_geometry

@@ -1,0 +1,54 @@
+"""Plots of a geometry history (no display needed: matplotlib's Agg backend)."""
+import math
+import os
+from typing import List, Optional, Sequence
+
+
+def plot_history(history: List[dict], path: str, metrics: Optional[Sequence[str]] = None,
+                 title: Optional[str] = None) -> str:
+    """Draws one panel per metric, one line per layer (mean over probe nodes, with the
+    interquartile band), epochs on x, and saves a PNG at ``path``. Returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        raise ValueError("the history is empty: nothing to plot (call on_epoch_end first)")
+    if metrics is None:
+        metrics = []
+        for row in history:
+            if row["metric"] not in metrics:
+                metrics.append(row["metric"])
+    layers = []
+    for row in history:
+        if row["layer"] not in layers:
+            layers.append(row["layer"])
+    cols = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for layer in layers:
+            pts = sorted((r["epoch"], r["mean"], r["q25"], r["q75"]) for r in history
+                         if r["metric"] == metric and r["layer"] == layer and r["mean"] is not None)
+            if not pts:
+                continue
+            ep = [p[0] for p in pts]
+            ax.plot(ep, [p[1] for p in pts], marker="o", ms=3, label=layer)
+            lo = [p[2] if p[2] is not None else p[1] for p in pts]
+            hi = [p[3] if p[3] is not None else p[1] for p in pts]
+            ax.fill_between(ep, lo, hi, alpha=0.15)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(layers), 6), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97 if title else 1))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

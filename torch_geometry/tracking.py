@@ -1,0 +1,313 @@
+"""Geometry tracking inside the training loop.
+
+:class:`GeometryTracker` registers forward hooks on chosen layers while it runs a fixed
+probe set through the model at the end of an epoch, and hands the activations to the C++
+tracker (``hooks/geometry_tracker.h``), which builds the NNK graphs, computes the metrics
+and keeps the history. Python only captures activations; it does not re-implement the
+geometry.
+"""
+import difflib
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from ._ops import ensure_loaded
+
+_C = ensure_loaded()
+
+Probe = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor], Iterable]
+
+
+def resolve_layers(model: nn.Module, layers: Sequence[str]) -> Dict[str, nn.Module]:
+    """Maps dotted layer names to modules of ``model``; an unknown name raises a
+    ``ValueError`` that lists the closest names the model has."""
+    if isinstance(layers, str):
+        layers = [layers]
+    modules = dict(model.named_modules())
+    out = {}
+    for name in layers:
+        if name not in modules or name == "":
+            close = difflib.get_close_matches(name, [m for m in modules if m], n=5, cutoff=0.4)
+            hint = f"; closest: {close}" if close else ""
+            raise ValueError(f"layer {name!r} is not a module of the model{hint}. "
+                             f"Names come from model.named_modules().")
+        out[name] = modules[name]
+    if not out:
+        raise ValueError("layers should name at least one module")
+    return out
+
+
+def materialize_probe(probe: Probe, labels: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Turns a tensor, an ``(x, y)`` pair or an iterable of batches (a DataLoader) into CPU
+    tensors ``x [N, ...]`` and ``y [N]`` (or None)."""
+    if isinstance(probe, torch.Tensor):
+        x, y = probe, labels
+    elif isinstance(probe, (tuple, list)) and len(probe) == 2 and isinstance(probe[0], torch.Tensor):
+        x, y = probe[0], probe[1] if labels is None else labels
+    else:
+        xs, ys = [], []
+        for batch in probe:
+            if isinstance(batch, torch.Tensor):
+                xs.append(batch)
+            else:
+                xs.append(batch[0])
+                if len(batch) > 1:
+                    ys.append(batch[1])
+        if not xs:
+            raise ValueError("probe is empty")
+        x = torch.cat(xs)
+        y = labels if labels is not None else (torch.cat(ys) if ys else None)
+    x = x.detach().cpu()
+    if y is not None:
+        y = torch.as_tensor(y).detach().cpu()
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"labels should have shape [{x.shape[0]}] (one per probe input), "
+                             f"got {tuple(y.shape)}")
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"labels should be integer class indices, got {y.dtype}")
+    return x, y
+
+
+def _first_tensor(output):
+    """The tensor a layer's output contributes: itself, or the first tensor of a tuple/list
+    (e.g. an LSTM's ``(output, (h, c))``). Dicts are refused: track a submodule instead."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    if isinstance(output, dict):
+        raise TypeError("a tracked layer returned a dict; track the submodule that produces "
+                        "the tensor you want instead")
+    raise TypeError(f"a tracked layer returned {type(output).__name__}, not a tensor")
+
+
+class ActivationCapture:
+    """Forward hooks that record the outputs of named layers, detached and on the CPU.
+
+    Use as a context manager: hooks are removed on exit, exceptions included.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str]):
+        self.modules = resolve_layers(model, layers)
+        self.outputs: Dict[str, List[torch.Tensor]] = {name: [] for name in self.modules}
+        self._handles = []
+
+    def __enter__(self):
+        for name, module in self.modules.items():
+            def hook(_module, _inputs, output, name=name):
+                self.outputs[name].append(_first_tensor(output).detach().to("cpu"))
+            self._handles.append(module.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def collect(self) -> Dict[str, torch.Tensor]:
+        out = {name: torch.cat(chunks) for name, chunks in self.outputs.items() if chunks}
+        for chunks in self.outputs.values():
+            chunks.clear()
+        return out
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def run_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 500,
+              progress: bool = False, desc: str = "probe") -> Dict[str, torch.Tensor]:
+    """Runs ``x`` through ``model`` in eval mode under no_grad and returns each layer's
+    activations ``[N, ...]`` on the CPU. The model's train/eval mode is restored after."""
+    was_training = model.training
+    device = _model_device(model)
+    model.eval()
+    try:
+        with torch.no_grad(), ActivationCapture(model, layers) as cap:
+            starts = range(0, x.shape[0], batch_size)
+            if progress:
+                from tqdm import tqdm
+                starts = tqdm(starts, desc=desc, leave=False, unit="batch")
+            for s in starts:
+                model(x[s:s + batch_size].to(device))
+            return cap.collect()
+    finally:
+        model.train(was_training)
+
+
+def _gather_rows(t: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tensor:
+    """All-gathers this rank's rows ``t`` (positions ``index`` in the full probe set) and
+    returns the full ``[total, ...]`` tensor on every rank. Shards may differ in size."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    n_local = torch.tensor([t.shape[0]], dtype=torch.long)
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
+    dist.all_gather(sizes, n_local)
+    longest = int(max(s.item() for s in sizes))
+    pad = torch.zeros((longest - t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype)
+    padded = torch.cat([t, pad])
+    idx_padded = torch.cat([index, torch.full((longest - index.shape[0],), -1, dtype=torch.long)])
+    chunks = [torch.zeros_like(padded) for _ in range(world)]
+    idx_chunks = [torch.zeros_like(idx_padded) for _ in range(world)]
+    dist.all_gather(chunks, padded)
+    dist.all_gather(idx_chunks, idx_padded)
+    out = torch.zeros((total,) + tuple(t.shape[1:]), dtype=t.dtype)
+    for c, i in zip(chunks, idx_chunks):
+        keep = i >= 0
+        out[i[keep]] = c[keep]
+    return out
+
+
+class GeometryTracker:
+    """Tracks the geometry of chosen layers' activations across epochs.
+
+    Three lines in a training loop::
+
+        tracker = torch_geometry.GeometryTracker(model, ["conv1", "conv2", "fc1"], (x, y))
+        for epoch in range(epochs):
+            train_one_epoch(...)
+            tracker.on_epoch_end(epoch)          # NNK graphs + metrics per layer
+        tracker.to_json("runs/a/history.json"); tracker.plot("runs/a/geometry.png")
+
+    Args:
+        model (nn.Module): the model; activations are captured with forward hooks that exist
+            only during the probe pass.
+        layers (list[str]): dotted names from ``model.named_modules()``, in model order.
+        probe (Tensor[N, ...], (Tensor, Tensor) or DataLoader): the probe inputs (and labels).
+        labels (Tensor[N], optional): integer labels, when ``probe`` carries none; enable
+            ``loo_error``, ``loo_soft_error`` and ``label_smoothness``.
+        k (int): NNK candidates per node. (default: 25)
+        kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
+        reduce (str): conv maps ``[N, C, H, W]`` -> ``"avgpool"`` (``[N, C]``) or
+            ``"flatten"`` (``[N, C*H*W]``). (default: ``"avgpool"``)
+        every (int): track every ``every``-th epoch (epochs with ``epoch % every == 0``).
+        max_points (int): probe inputs kept (a fixed subset, stratified by label). (default: 2000)
+        batch_size (int): probe batch size. (default: 500)
+        progress (bool): tqdm bar during the probe pass. (default: True)
+        seed (int): seed of the probe subset. (default: 0)
+
+    Under ``torch.distributed``, each rank runs its shard of the probe set; activations are
+    gathered so that every rank computes the same history.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], probe: Probe,
+                 labels: Optional[torch.Tensor] = None, k: int = 25, kernel: str = "cosine",
+                 reduce: str = "avgpool", every: int = 1, max_points: int = 2000,
+                 batch_size: int = 500, progress: bool = True, seed: int = 0, alpha: float = 0.05):
+        if isinstance(layers, str):
+            layers = [layers]
+        if not isinstance(every, int) or every <= 0:
+            raise ValueError(f"every should be a positive integer, got {every!r}")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k should be a positive integer, got {k!r}")
+        self.model = model
+        self.layers = list(layers)
+        resolve_layers(model, self.layers)
+        x, y = materialize_probe(probe, labels)
+        subset = _C.probe_subset(x.shape[0], int(max_points), y, int(seed))
+        self.probe_x = x[subset]
+        self.probe_y = None if y is None else y[subset]
+        if self.probe_x.shape[0] <= k:
+            raise ValueError(f"the probe set has {self.probe_x.shape[0]} inputs; it needs more "
+                             f"than k = {k} (pass more data or a smaller k)")
+        self.every = every
+        self.batch_size = batch_size
+        self.progress = progress
+        options = _C.TrackerOptions()
+        options.k, options.kernel, options.reduce, options.alpha = int(k), kernel, reduce, float(alpha)
+        self._core = _C.GeometryTrackerCore(self.layers, options)
+        if self.probe_y is not None:
+            self._core.set_labels(self.probe_y)
+
+    # -- context manager: hooks live only inside the probe pass; close() is for symmetry
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self):
+        """Nothing stays registered between probe passes; kept for the context manager."""
+
+    def capture(self) -> Dict[str, torch.Tensor]:
+        """Runs the probe set (this rank's shard under torch.distributed) and returns each
+        layer's activations for the whole probe set ``[N, ...]`` on the CPU."""
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized()
+        n = self.probe_x.shape[0]
+        if distributed:
+            rank, world = dist.get_rank(), dist.get_world_size()
+            index = torch.arange(rank, n, world)
+        else:
+            index = torch.arange(n)
+        acts = run_probe(self.model, self.layers, self.probe_x[index], self.batch_size,
+                         progress=self.progress, desc="geometry probe")
+        if distributed:
+            acts = {name: _gather_rows(a, index, n) for name, a in acts.items()}
+        return acts
+
+    def on_epoch_end(self, epoch: int) -> Optional[List[dict]]:
+        """Measures the geometry at the end of ``epoch`` (if ``epoch % every == 0``).
+
+        Returns the summary rows of this epoch (``epoch, layer, metric, mean, median, q25,
+        q75, ...``), or None for an epoch that is not tracked.
+        """
+        if epoch % self.every != 0:
+            return None
+        acts = self.capture()
+        try:
+            return self._core.step(int(epoch), acts)
+        finally:
+            del acts
+
+    @property
+    def history(self) -> List[dict]:
+        """One dict per epoch x layer x metric: ``epoch, layer, metric, count, mean, median,
+        q25, q75, min, max``."""
+        return self._core.history
+
+    def to_json(self, path: Optional[str] = None) -> str:
+        text = self._core.to_json()
+        if path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def to_csv(self, path: Optional[str] = None) -> str:
+        text = self._core.to_csv()
+        if path is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def plot(self, path: str, metrics: Optional[Sequence[str]] = None) -> str:
+        """Draws the history as a PNG grid (one panel per metric, one line per layer)."""
+        from .plotting import plot_history
+
+        return plot_history(self.history, path, metrics=metrics)
+
+
+def load_history(path: str) -> List[dict]:
+    """Reads the ``history`` list of a JSON file written by :meth:`GeometryTracker.to_json`."""
+    with open(path) as f:
+        data = json.load(f)
+    return data["history"] if isinstance(data, dict) else data
