@@ -113,8 +113,9 @@ std::vector<HistoryRow> GeometryTracker::step(
   }
 
   std::vector<HistoryRow> rows;
-  auto add = [&](const std::string& layer, const std::string& metric, const at::Tensor& v) {
-    rows.push_back({epoch, layer, metric, summarize(v, options_.bins)});
+  auto add = [&](const std::string& layer, const std::string& metric, const at::Tensor& v,
+                 const c10::optional<at::Tensor>& include = c10::nullopt) {
+    rows.push_back({epoch, layer, metric, summarize(v, options_.bins, include)});
   };
   std::map<std::string, LayerGraph> current;
   const LayerGraph* prev_layer = nullptr;
@@ -128,11 +129,14 @@ std::vector<HistoryRow> GeometryTracker::step(
     at::Tensor degree, diameter, local_dim, log_volume, curvature;
     std::tie(degree, diameter, local_dim, log_volume, curvature) =
         ops::manifold_metrics(x, nbr, w, options_.kernel, options_.alpha);
+    // Isolated nodes' diameter, local_dim, log_volume and curvature are conventions (0),
+    // not measurements: they stay out of those summaries and are counted by "isolated".
+    const at::Tensor connected = degree > 0;
     add(layer, "degree", degree);
-    add(layer, "diameter", diameter);
-    add(layer, "local_dim", local_dim);
-    add(layer, "log_volume", log_volume);
-    add(layer, "curvature", curvature);
+    add(layer, "diameter", diameter, connected);
+    add(layer, "local_dim", local_dim, connected);
+    add(layer, "log_volume", log_volume, connected);
+    add(layer, "curvature", curvature, connected);
     add(layer, "error", err);
     add(layer, "isolated", (degree == 0).to(at::kDouble));
     if (labels_.has_value()) {

@@ -19,15 +19,22 @@ double quantile_sorted(const std::vector<double>& v, double q) {
 
 } // namespace
 
-Summary summarize(const at::Tensor& values, int64_t bins) {
+Summary summarize(const at::Tensor& values, int64_t bins, const c10::optional<at::Tensor>& include) {
   TORCH_CHECK(bins >= 1, "summarize: bins should be >= 1, got ", bins);
   TORCH_CHECK(!values.is_complex(), "summarize: values should be real, got ", values.scalar_type());
   const at::Tensor flat = values.detach().to(at::kCPU, at::kDouble).reshape({-1}).contiguous();
   const double* p = flat.data_ptr<double>();
+  at::Tensor keep;
+  if (include.has_value() && include->defined()) {
+    TORCH_CHECK(include->numel() == flat.numel(), "summarize: include should have ", flat.numel(),
+                " elements like values, got ", include->numel());
+    keep = include->to(at::kCPU, at::kBool).reshape({-1}).contiguous();
+  }
+  const bool* k = keep.defined() ? keep.data_ptr<bool>() : nullptr;
   std::vector<double> v;
   v.reserve(flat.numel());
   for (int64_t i = 0; i < flat.numel(); ++i) {
-    if (std::isfinite(p[i])) v.push_back(p[i]);
+    if (std::isfinite(p[i]) && (k == nullptr || k[i])) v.push_back(p[i]);
   }
   Summary s;
   s.count = static_cast<int64_t>(v.size());

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/Optional.h>
 
 #include <cstdint>
 #include <vector>
@@ -22,9 +23,12 @@ struct Summary {
 };
 
 // Summarises `values` (any shape, any real dtype; read as float64). Non-finite values are
-// left out of every statistic; an input with no finite value gives count 0 and NaN
-// statistics, so "nothing to summarise" cannot pass for a zero.
-Summary summarize(const at::Tensor& values, int64_t bins = 20);
+// left out of every statistic, and so are entries where `include` (bool, same number of
+// elements) is false, e.g. isolated nodes whose metric values are conventions. An input with
+// nothing left gives count 0 and NaN statistics, so "nothing to summarise" cannot pass for
+// a zero.
+Summary summarize(const at::Tensor& values, int64_t bins = 20,
+                  const c10::optional<at::Tensor>& include = c10::nullopt);
 
 } // namespace hooks
 } // namespace torch_geometry

@@ -238,6 +238,9 @@ def summarize(metrics: Dict[str, torch.Tensor], bins: int = 20,
               exclude_isolated: bool = True) -> Dict[str, Dict[str, Any]]:
     """Summary statistics per metric: mean, median, quartiles, min, max and a histogram.
 
+    The statistics are computed by the same C++ code as the tracker's history
+    (``hooks/summary.h``): quartiles by linear interpolation, non-finite values left out.
+
     Args:
         metrics: a dict of Tensor[N] (e.g. from :func:`manifold_metrics`).
         bins (int): histogram bins over [min, max] (default: 20).
@@ -245,45 +248,25 @@ def summarize(metrics: Dict[str, torch.Tensor], bins: int = 20,
             statistics (their values are conventions, not measurements) (default: True).
 
     Returns:
-        dict metric -> {"count", "mean", "median", "q1", "q3", "min", "max",
+        dict metric -> {"count", "mean", "median", "q25", "q75", "min", "max",
         "hist": list of counts, "bin_edges": list of bins + 1 floats}; plus
         "isolated": {"count": number of isolated nodes} when the mask is present.
         NaN statistics for a metric with no values.
     """
+    from ._ops import ensure_loaded
+
+    core = ensure_loaded()
     mask = metrics.get("isolated")
-    keep = None
-    if mask is not None and exclude_isolated:
-        keep = ~mask.bool()
+    keep = (~mask.bool()).cpu() if mask is not None and exclude_isolated else None
     out: Dict[str, Dict[str, Any]] = {}
     for name, values in metrics.items():
         if name == "isolated" or not isinstance(values, torch.Tensor) or values.dim() != 1:
             continue
-        v = values.detach().cpu().double()
-        if keep is not None and keep.shape == v.shape:
-            v = v[keep.cpu()]
-        v = v[torch.isfinite(v)]
-        if v.numel() == 0:
-            nan = float("nan")
-            out[name] = {"count": 0, "mean": nan, "median": nan, "q1": nan, "q3": nan,
-                         "min": nan, "max": nan, "hist": [], "bin_edges": []}
-            continue
-        q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-        lo, hi = float(v.min()), float(v.max())
-        if hi <= lo:
-            hi = lo + 1.0
-        hist = torch.histc(v, bins=bins, min=lo, max=hi)
-        edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
-        out[name] = {
-            "count": int(v.numel()),
-            "mean": float(v.mean()),
-            "median": float(q[1]),
-            "q1": float(q[0]),
-            "q3": float(q[2]),
-            "min": float(v.min()),
-            "max": float(v.max()),
-            "hist": [int(c) for c in hist.tolist()],
-            "bin_edges": edges.tolist(),
-        }
+        include = keep if keep is not None and keep.shape == values.shape else None
+        s = core.summarize(values.detach().cpu(), int(bins), include)
+        out[name] = {"count": s.count, "mean": s.mean, "median": s.median, "q25": s.q25,
+                     "q75": s.q75, "min": s.min, "max": s.max, "hist": list(s.hist),
+                     "bin_edges": list(s.bin_edges)}
     if mask is not None:
         out["isolated"] = {"count": int(mask.sum())}
     return out

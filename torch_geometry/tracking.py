@@ -173,6 +173,22 @@ def _gather_rows(t: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tens
     return out
 
 
+def capture_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 500,
+                  progress: bool = False, desc: str = "probe") -> Dict[str, torch.Tensor]:
+    """Activations of ``layers`` for the whole probe set ``x``. Under torch.distributed each
+    rank runs its shard (every world_size-th input) and the activations are all-gathered,
+    so every rank returns the same tensors."""
+    import torch.distributed as dist
+
+    distributed = dist.is_available() and dist.is_initialized()
+    n = x.shape[0]
+    if not distributed:
+        return run_probe(model, layers, x, batch_size, progress=progress, desc=desc)
+    index = torch.arange(dist.get_rank(), n, dist.get_world_size())
+    acts = run_probe(model, layers, x[index], batch_size, progress=progress, desc=desc)
+    return {name: _gather_rows(a, index, n) for name, a in acts.items()}
+
+
 class GeometryTracker:
     """Tracks the geometry of chosen layers' activations across epochs.
 
@@ -248,20 +264,8 @@ class GeometryTracker:
     def capture(self) -> Dict[str, torch.Tensor]:
         """Runs the probe set (this rank's shard under torch.distributed) and returns each
         layer's activations for the whole probe set ``[N, ...]`` on the CPU."""
-        import torch.distributed as dist
-
-        distributed = dist.is_available() and dist.is_initialized()
-        n = self.probe_x.shape[0]
-        if distributed:
-            rank, world = dist.get_rank(), dist.get_world_size()
-            index = torch.arange(rank, n, world)
-        else:
-            index = torch.arange(n)
-        acts = run_probe(self.model, self.layers, self.probe_x[index], self.batch_size,
-                         progress=self.progress, desc="geometry probe")
-        if distributed:
-            acts = {name: _gather_rows(a, index, n) for name, a in acts.items()}
-        return acts
+        return capture_probe(self.model, self.layers, self.probe_x, self.batch_size,
+                             progress=self.progress, desc="geometry probe")
 
     def on_epoch_end(self, epoch: int) -> Optional[List[dict]]:
         """Measures the geometry at the end of ``epoch`` (if ``epoch % every == 0``).

@@ -176,6 +176,19 @@ def test_manifold_metrics_match_reference_on_arbitrary_graph(kernel, alpha):
     assert got[0][3] == 0  # the isolated row
 
 
+def test_wrapper_takes_the_kernel_from_the_graph():
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(120, 6, generator=gen, dtype=torch.float64)
+    g = _graph(x, 10, "gaussian")
+    m = metrics.manifold_metrics(x, g)
+    ref = ops.manifold_metrics(x, g.neighbors, g.weights, "gaussian", 0.05)
+    assert torch.equal(m["diameter"], ref[1]) and torch.equal(m["error"], g.error)
+    cos = metrics.manifold_metrics(x, g, kernel="cosine")
+    assert not torch.equal(cos["diameter"], ref[1])
+    tup = metrics.manifold_metrics(x, (g.neighbors, g.weights), kernel="gaussian")
+    assert torch.equal(tup["curvature"], ref[4]) and "error" not in tup
+
+
 def test_isolated_and_duplicate_nodes_are_nan_free_and_counted():
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(80, 6, generator=gen, dtype=torch.float64)
@@ -435,7 +448,11 @@ def test_summarize():
     for name in ["degree", "diameter", "local_dim", "log_volume", "curvature", "error"]:
         st = s[name]
         assert st["count"] == 200 and sum(st["hist"]) == 200 and len(st["bin_edges"]) == 11
-        assert st["min"] <= st["q1"] <= st["median"] <= st["q3"] <= st["max"]
+        assert st["min"] <= st["q25"] <= st["median"] <= st["q75"] <= st["max"]
+        v = metrics.manifold_metrics(x, _graph(x, 10, "cosine"))[name].double()
+        assert st["mean"] == pytest.approx(v.mean().item())
+        assert st["q25"] == pytest.approx(torch.quantile(v, 0.25).item())
+        assert st["q75"] == pytest.approx(torch.quantile(v, 0.75).item())
     assert s["isolated"]["count"] == 0
 
 

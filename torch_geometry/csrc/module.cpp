@@ -5,6 +5,7 @@
 
 #include <pybind11/stl.h>
 
+#include "hooks/early_stopping.h"
 #include "hooks/geometry_tracker.h"
 #include "hooks/probe.h"
 #include "hooks/summary.h"
@@ -51,7 +52,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_readonly("max", &hk::Summary::max)
       .def_readonly("bin_edges", &hk::Summary::bin_edges)
       .def_readonly("hist", &hk::Summary::hist);
-  m.def("summarize", &hk::summarize, py::arg("values"), py::arg("bins") = 20);
+  m.def("summarize", &hk::summarize, py::arg("values"), py::arg("bins") = 20,
+        py::arg("include") = py::none());
   m.def("probe_subset", &hk::probe_subset, py::arg("n"), py::arg("max_points"),
         py::arg("labels") = py::none(), py::arg("seed") = 0);
   m.def("reduce_activations", &hk::reduce_activations, py::arg("activations"),
@@ -86,4 +88,50 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property_readonly("layers", &hk::GeometryTracker::layers)
       .def("to_json", &hk::GeometryTracker::to_json)
       .def("to_csv", &hk::GeometryTracker::to_csv);
+
+  py::class_<hk::EarlyStoppingOptions>(m, "EarlyStoppingOptions")
+      .def(py::init<>())
+      .def_readwrite("mode", &hk::EarlyStoppingOptions::mode)
+      .def_readwrite("patience", &hk::EarlyStoppingOptions::patience)
+      .def_readwrite("min_delta", &hk::EarlyStoppingOptions::min_delta)
+      .def_readwrite("k", &hk::EarlyStoppingOptions::k)
+      .def_readwrite("kernel", &hk::EarlyStoppingOptions::kernel)
+      .def_readwrite("reduce", &hk::EarlyStoppingOptions::reduce)
+      .def_readwrite("restore_best_weights", &hk::EarlyStoppingOptions::restore_best_weights);
+
+  py::class_<hk::NNKEarlyStopping>(m, "NNKEarlyStoppingCore")
+      .def(py::init<hk::EarlyStoppingOptions>(), py::arg("options"))
+      .def("set_labels", &hk::NNKEarlyStopping::set_labels, py::arg("labels"))
+      .def("watch", &hk::NNKEarlyStopping::watch, py::arg("params"))
+      .def(
+          "step",
+          [](hk::NNKEarlyStopping& self, int64_t epoch, const at::Tensor& acts) {
+            py::gil_scoped_release release;
+            return self.step(epoch, acts);
+          },
+          py::arg("epoch"), py::arg("activations"))
+      .def("enforce", &hk::NNKEarlyStopping::enforce)
+      .def("mask_gradients", &hk::NNKEarlyStopping::mask_gradients)
+      .def_property_readonly("last_scores", &hk::NNKEarlyStopping::last_scores)
+      .def_property_readonly("best_scores", &hk::NNKEarlyStopping::best_scores)
+      .def_property_readonly("wait_counts", &hk::NNKEarlyStopping::wait_counts)
+      .def_property_readonly("frozen_channels", &hk::NNKEarlyStopping::frozen_channels)
+      .def_property_readonly("best_score", &hk::NNKEarlyStopping::best_score)
+      .def_property_readonly("best_epoch", &hk::NNKEarlyStopping::best_epoch)
+      .def_property_readonly("stopped_epoch", &hk::NNKEarlyStopping::stopped_epoch)
+      .def_property_readonly("should_stop", &hk::NNKEarlyStopping::should_stop)
+      .def_property_readonly("checks", &hk::NNKEarlyStopping::checks)
+      .def_property_readonly("stop_reason", &hk::NNKEarlyStopping::stop_reason)
+      .def("state_dict", &hk::NNKEarlyStopping::state_dict)
+      .def("load_state_dict", &hk::NNKEarlyStopping::load_state_dict, py::arg("state"));
+
+  m.def(
+      "rank_models",
+      [](const std::vector<std::string>& names, const std::vector<at::Tensor>& acts,
+         const at::Tensor& labels, int64_t k, const std::string& kernel, const std::string& reduce) {
+        py::gil_scoped_release release;
+        return hk::rank_models(names, acts, labels, k, kernel, reduce);
+      },
+      py::arg("names"), py::arg("activations"), py::arg("labels"), py::arg("k") = 25,
+      py::arg("kernel") = "cosine", py::arg("reduce") = "flatten");
 }
