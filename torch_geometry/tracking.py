@@ -288,26 +288,27 @@ class GeometryTracker:
         return self._core.history
 
     def to_json(self, path: Optional[str] = None) -> str:
-        text = self._core.to_json()
-        if path is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(text)
-        return text
+        """The history as JSON text (options, layers, rows); also written to ``path``."""
+        return _write(self._core.to_json(), path)
 
     def to_csv(self, path: Optional[str] = None) -> str:
-        text = self._core.to_csv()
-        if path is not None:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w") as f:
-                f.write(text)
-        return text
+        """The history as CSV text (one row per epoch x layer x metric); also written to
+        ``path``."""
+        return _write(self._core.to_csv(), path)
 
     def plot(self, path: str, metrics: Optional[Sequence[str]] = None) -> str:
         """Draws the history as a PNG grid (one panel per metric, one line per layer)."""
         from .plotting import plot_history
 
         return plot_history(self.history, path, metrics=metrics)
+
+
+def _write(text: str, path: Optional[str]) -> str:
+    if path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return text
 
 
 def load_history(path: str) -> List[dict]:

@@ -1,5 +1,8 @@
 import os
 import pathlib
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -19,3 +22,23 @@ def _two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(old)
+
+
+def run_ranks(tmp_path, worker_source: str, world: int = 2, timeout: int = 300) -> str:
+    """Runs `worker_source` as `world` processes (argv: rank, world, port, out prefix) that
+    join a gloo process group on localhost; returns the out prefix. Fails the test with the
+    worker's stderr if a rank fails."""
+    script = tmp_path / "worker.py"
+    script.write_text(worker_source)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "out")
+    env = dict(os.environ, TEST_DIR=os.path.dirname(__file__), OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), str(world), str(port), out],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(world)]
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err
+    return out

@@ -1,11 +1,6 @@
 """Channel-wise NNK graphs, NNK early stopping and model selection."""
 import copy
-import os
-import socket
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -13,6 +8,8 @@ import torch.nn as nn
 import torch_geometry as tg
 from torch_geometry.callbacks import NNKEarlyStopping, select_models
 from torch_geometry.datasets import load_fashion_mnist
+
+from conftest import run_ranks
 
 ops = torch.ops.torch_geometry
 
@@ -241,19 +238,7 @@ dist.destroy_process_group()
 
 
 def test_distributed_ranks_take_the_same_decisions(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = str(tmp_path / "log")
-    env = dict(os.environ, TEST_DIR=os.path.dirname(__file__), OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(port), out], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    out = run_ranks(tmp_path, _WORKER)
     logs = [open(f"{out}.{r}").read() for r in range(2)]
     assert logs[0] == logs[1]
 

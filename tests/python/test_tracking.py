@@ -1,7 +1,6 @@
 """GeometryTracker: hooks, probe set, history, memory, distributed, bad input."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,8 @@ import torch.nn as nn
 import torch_geometry as tg
 from torch_geometry import _C
 from torch_geometry.tracking import run_probe
+
+from conftest import run_ranks
 
 
 class SmallCNN(nn.Module):
@@ -238,23 +239,8 @@ dist.destroy_process_group()
 """
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_distributed_two_ranks_equal_single_process(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(_WORKER)
-    port, out = _free_port(), str(tmp_path / "hist")
-    env = dict(os.environ, TEST_DIR=os.path.dirname(__file__), OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), "2", str(port), out], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
+    out = run_ranks(tmp_path, _WORKER)
     h0 = json.loads(open(out + ".0").read())["history"]
     h1 = json.loads(open(out + ".1").read())["history"]
     assert h0 == h1
