@@ -6,11 +6,13 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <sstream>
 
 #include "../csrc/channel_nnk.h"
 #include "../csrc/label_metrics.h"
 #include "../csrc/nnk_graph.h"
 #include "geometry_tracker.h"
+#include "json.h"
 
 namespace torch_geometry {
 namespace hooks {
@@ -216,6 +218,38 @@ std::vector<int64_t> NNKEarlyStopping::frozen_channels() const {
 double NNKEarlyStopping::best_score() const {
   if (best_.empty()) return kInf;
   return std::accumulate(best_.begin(), best_.end(), 0.0) / static_cast<double>(best_.size());
+}
+
+std::string NNKEarlyStopping::to_json() const {
+  using json::number;
+  using json::quoted;
+  const auto& o = options_;
+  std::ostringstream os;
+  os << "{\n  \"options\": {\"mode\": " << quoted(o.mode) << ", \"patience\": " << o.patience
+     << ", \"min_delta\": " << number(o.min_delta) << ", \"k\": " << o.k
+     << ", \"kernel\": " << quoted(o.kernel) << ", \"reduce\": " << quoted(o.reduce)
+     << ", \"restore_best_weights\": " << (o.restore_best_weights ? "true" : "false") << "},\n";
+  os << "  \"checks\": " << checks_ << ",\n";
+  os << "  \"last_scores\": " << json::array(last_scores_) << ",\n";
+  os << "  \"best_scores\": " << json::array(best_) << ",\n";
+  os << "  \"best_score\": " << number(best_score()) << ",\n";
+  os << "  \"best_epoch\": " << (best_epoch_ >= 0 ? std::to_string(best_epoch_) : "null") << ",\n";
+  os << "  \"wait_counts\": " << json::array(wait_) << ",\n";
+  os << "  \"frozen\": [";
+  bool first = true;
+  if (o.mode == "channel") {
+    for (size_t c = 0; c < frozen_epoch_.size(); ++c) {
+      if (frozen_epoch_[c] < 0) continue;
+      os << (first ? "" : ", ") << "{\"channel\": " << c << ", \"epoch\": " << frozen_epoch_[c] << "}";
+      first = false;
+    }
+  }
+  os << "],\n";
+  os << "  \"should_stop\": " << (should_stop() ? "true" : "false") << ",\n";
+  os << "  \"stopped_epoch\": " << (stopped_epoch_ >= 0 ? std::to_string(stopped_epoch_) : "null")
+     << ",\n";
+  os << "  \"stop_reason\": " << quoted(stop_reason_) << "\n}\n";
+  return os.str();
 }
 
 std::map<std::string, at::Tensor> NNKEarlyStopping::state_dict() const {

@@ -70,6 +70,17 @@ class NNKEarlyStopping {
   const std::string& stop_reason() const { return stop_reason_; }
   const EarlyStoppingOptions& options() const { return options_; }
 
+  // The state as JSON, for logs and reports (resuming goes through state_dict()):
+  //   {"options": {mode, patience, min_delta, k, kernel, reduce, restore_best_weights},
+  //    "checks": int, "last_scores": [float], "best_scores": [float], "best_score": float,
+  //    "best_epoch": int|null (layer mode), "wait_counts": [int],
+  //    "frozen": [{"channel": int, "epoch": int}, ...] (channel mode, by channel),
+  //    "should_stop": bool, "stopped_epoch": int|null, "stop_reason": str}
+  // Scores are NNK leave-one-out errors in [0, 1], one per channel (channel mode) or one
+  // (layer mode); best scores not yet reached (before the first check) and other
+  // non-finite numbers are written as null.
+  std::string to_json() const;
+
   // Everything needed to resume, as tensors (for torch.save / torch::save).
   std::map<std::string, at::Tensor> state_dict() const;
   void load_state_dict(const std::map<std::string, at::Tensor>& state);

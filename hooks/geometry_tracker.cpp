@@ -10,30 +10,13 @@
 #include "../csrc/label_metrics.h"
 #include "../csrc/manifold_metrics.h"
 #include "../csrc/nnk_graph.h"
+#include "json.h"
 
 namespace torch_geometry {
 namespace hooks {
 
-namespace {
-
-std::string number(double v) {
-  if (!std::isfinite(v)) return "null";
-  std::ostringstream os;
-  os << std::setprecision(17) << v;
-  return os.str();
-}
-
-std::string quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') { out += "\\n"; continue; }
-    out += c;
-  }
-  return out + "\"";
-}
-
-} // namespace
+using json::number;
+using json::quoted;
 
 at::Tensor reduce_activations(const at::Tensor& activations, const std::string& reduce) {
   TORCH_CHECK(reduce == "avgpool" || reduce == "flatten",

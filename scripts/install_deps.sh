@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   python3 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
   python3-torch libtorch-dev libeigen3-dev pybind11-dev python3-pybind11
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   libopenblas0-pthread
   python3-numpy python3-scipy python3-sklearn python3-pytest python3-matplotlib python3-tqdm
   python3-faiss python3-torchvision

@@ -14,7 +14,8 @@
 #include "csrc/nnk_symmetrize.h"
 
 // Training state for LibTorch trainers.
+#include "hooks/early_stopping.h"
 #include "hooks/geometry_tracker.h"
 #include "hooks/probe.h"
 #include "hooks/summary.h"
-#include "hooks/early_stopping.h"
+#include "hooks/tap.h"

@@ -122,6 +122,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property_readonly("should_stop", &hk::NNKEarlyStopping::should_stop)
       .def_property_readonly("checks", &hk::NNKEarlyStopping::checks)
       .def_property_readonly("stop_reason", &hk::NNKEarlyStopping::stop_reason)
+      .def("to_json", &hk::NNKEarlyStopping::to_json)
       .def("state_dict", &hk::NNKEarlyStopping::state_dict)
       .def("load_state_dict", &hk::NNKEarlyStopping::load_state_dict, py::arg("state"));
 
