@@ -9,7 +9,7 @@ JOBS        ?= $(shell nproc)
 SOURCES     := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h hooks/*.cpp hooks/*.h \
                  torch_geometry/csrc/*.cpp torch_geometry/csrc/*.h)
 
-.PHONY: setup deps venv build python cmake test test-cpp test-python demo bench clean
+.PHONY: setup deps venv build python cmake test test-cpp test-python test-cpp-example demo demo-nnk bench clean
 
 setup: deps venv build
 
@@ -34,22 +34,34 @@ torch_geometry/.built: $(SOURCES) setup.py .venv/.installed
 	touch $@
 
 cmake: $(BUILD_DIR)/.built
-$(BUILD_DIR)/.built: $(SOURCES) CMakeLists.txt $(wildcard tests/cpp/*.cpp) | deps
+$(BUILD_DIR)/.built: $(SOURCES) CMakeLists.txt $(wildcard tests/cpp/*.cpp) | deps venv
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release \
-	  -DCMAKE_INSTALL_PREFIX=$(abspath $(INSTALL_DIR)) -DCMAKE_PREFIX_PATH=/usr/lib/x86_64-linux-gnu/cmake
+	  -DCMAKE_INSTALL_PREFIX=$(abspath $(INSTALL_DIR)) -DCMAKE_PREFIX_PATH=/usr/lib/x86_64-linux-gnu/cmake \
+	  -DTORCH_GEOMETRY_PYTHON=$(abspath $(PYTHON))
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 	cmake --install $(BUILD_DIR) > /dev/null
 	touch $@
 
-test: setup test-cpp test-python
+test: setup test-cpp test-python test-cpp-example
 
-test-cpp: cmake
+# The ctest TorchScript fixture imports torch_geometry: the Python extension must be built.
+test-cpp: python cmake
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# The LibTorch trainer example, built as a user would: against the installed package.
+test-cpp-example: cmake
+	cmake -S examples/cpp_trainer -B $(BUILD_DIR)/cpp_trainer -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$(abspath $(INSTALL_DIR));/usr/lib/x86_64-linux-gnu/cmake"
+	cmake --build $(BUILD_DIR)/cpp_trainer -j $(JOBS)
+	$(BUILD_DIR)/cpp_trainer/cpp_trainer --epochs 2 --subset 2000 --out $(BUILD_DIR)/cpp_trainer/run
 
 test-python: python cmake
 	$(PYTHON) -m pytest tests/python -q
 
 demo: setup
+	$(PYTHON) examples/fashion_mnist.py --epochs 15 --train-size 20000 --probe-size 1000 --threads 2
+
+demo-nnk: setup
 	$(PYTHON) examples/demo_nnk.py
 
 bench: setup
