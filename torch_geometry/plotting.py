@@ -4,6 +4,9 @@ import os
 from typing import List, Optional, Sequence
 
 
+_BINARY = ("loo_error", "isolated")
+
+
 def plot_history(history: List[dict], path: str, metrics: Optional[Sequence[str]] = None,
                  title: Optional[str] = None) -> str:
     """Draws one panel per metric, one line per layer (mean over probe nodes, with the
@@ -12,6 +15,7 @@ def plot_history(history: List[dict], path: str, metrics: Optional[Sequence[str]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not history:
         raise ValueError("the history is empty: nothing to plot (call on_epoch_end first)")
@@ -37,9 +41,13 @@ def plot_history(history: List[dict], path: str, metrics: Optional[Sequence[str]
             ax.plot(ep, [p[1] for p in pts], marker="o", ms=3, label=layer)
             lo = [p[2] if p[2] is not None else p[1] for p in pts]
             hi = [p[3] if p[3] is not None else p[1] for p in pts]
-            ax.fill_between(ep, lo, hi, alpha=0.15)
-        ax.set_title(metric)
+            # Per-node 0/1 metrics (loo_error, isolated) have quartiles at 0 or 1: a band
+            # would say nothing, the mean (a rate) is the information.
+            if metric not in _BINARY:
+                ax.fill_between(ep, lo, hi, alpha=0.15)
+        ax.set_title(metric + (" (rate)" if metric in _BINARY else ""))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")

@@ -296,11 +296,12 @@ class GeometryTracker:
         ``path``."""
         return _write(self._core.to_csv(), path)
 
-    def plot(self, path: str, metrics: Optional[Sequence[str]] = None) -> str:
+    def plot(self, path: str, metrics: Optional[Sequence[str]] = None,
+             title: Optional[str] = None) -> str:
         """Draws the history as a PNG grid (one panel per metric, one line per layer)."""
         from .plotting import plot_history
 
-        return plot_history(self.history, path, metrics=metrics)
+        return plot_history(self.history, path, metrics=metrics, title=title)
 
 
 def _write(text: str, path: Optional[str]) -> str:
