@@ -11,6 +11,9 @@ tg.nnk_graph           ``torch_geometry.nnk_graph(x, k, symmetrize="none")``: ex
                        + exact solve, end to end
 tg.nnk_graph+ivf       FAISS ``IndexIVFFlat`` candidates (train + add + search) +
                        ``nnk_graph(candidates=...)``; recall of the exact kNN reported
+tg.nnk_graph+approx    ``torch_geometry.approximate_candidates`` (torch-only k-means, then one
+                       ``mm`` + ``topk`` per cluster over its ``--approx-nprobe`` nearest
+                       clusters) + ``nnk_graph(candidates=...)``; recall reported
 tg.nnk_graph+clusters  candidates from ``peers.cluster_knn`` (FAISS k-means, then one ``mm``
                        + ``topk`` per cluster over its nprobe nearest clusters) + ``nnk_graph``;
                        recall reported
@@ -62,7 +65,8 @@ sys.path.insert(0, str(HERE))
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
-OURS = ["tg.knn_graph", "tg.nnk_graph", "tg.nnk_graph+ivf", "tg.nnk_graph+clusters", "tg.nnk_solve[1t]"]
+OURS = ["tg.knn_graph", "tg.nnk_graph", "tg.nnk_graph+approx", "tg.nnk_graph+ivf", "tg.nnk_graph+clusters",
+        "tg.nnk_solve[1t]"]
 PEERS = ["faiss.FlatIP", "sklearn.brute", "torch.mm+topk", "naive_nnk"]
 ALL_METHODS = OURS + PEERS
 REFERENCE = "faiss.FlatIP"
@@ -134,9 +138,11 @@ def _child(args: argparse.Namespace) -> None:
         run = lambda: tg.knn_graph(x, k)
     elif args.method == "tg.nnk_graph":
         run = lambda: tg.nnk_graph(x, k, symmetrize="none")
-    elif args.method in ("tg.nnk_graph+ivf", "tg.nnk_graph+clusters"):
+    elif args.method in ("tg.nnk_graph+ivf", "tg.nnk_graph+clusters", "tg.nnk_graph+approx"):
         if args.method.endswith("ivf"):
             search = lambda: peers.faiss_ivf_knn(x, k, nlist=args.nlist, nprobe=args.nprobe)
+        elif args.method.endswith("approx"):
+            search = lambda: (tg.approximate_candidates(x, k, nprobe=args.approx_nprobe), None)
         else:
             search = lambda: peers.cluster_knn(x, k, nprobe=args.cluster_nprobe)
         parts: Dict[str, List[float]] = {"search_s": [], "solve_s": []}
@@ -243,7 +249,7 @@ def _run_child(method: str, n: int, args: argparse.Namespace) -> Dict[str, Any]:
         sys.executable, str(Path(__file__).resolve()), "--child", "--method", method,
         "--n", str(n), "--k", str(args.k), "--repeats", str(args.repeats),
         "--threads", str(args.threads), "--nprobe", str(args.nprobe), "--block", str(args.block),
-        "--cluster-nprobe", str(args.cluster_nprobe),
+        "--cluster-nprobe", str(args.cluster_nprobe), "--approx-nprobe", str(args.approx_nprobe),
     ]
     if args.nlist is not None:
         cmd += ["--nlist", str(args.nlist)]
@@ -324,7 +330,7 @@ def _summary(rows: List[Dict[str, Any]], args: argparse.Namespace) -> List[str]:
                 f"(target >= 10) {'OK' if sp >= 10 else 'MISSED'}"
             )
         exact = by.get((n, "tg.nnk_graph"))
-        for m in ("tg.nnk_graph+ivf", "tg.nnk_graph+clusters"):
+        for m in ("tg.nnk_graph+approx", "tg.nnk_graph+ivf", "tg.nnk_graph+clusters"):
             approx = by.get((n, m))
             if exact and approx:
                 sp = exact["seconds"] / approx["seconds"]
@@ -413,29 +419,34 @@ def _parent(args: argparse.Namespace) -> None:
     except ImportError:
         versions = {}
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
-    config = {k: v for k, v in vars(args).items() if k not in ("child", "method", "n")}
-    print(f"\nFashion-MNIST train, float32, {d} dims, cosine, k={args.k}, {args.threads} threads, "
-          f"median of {args.repeats}; CPU: {cpu}; {platform.python_version()}; {versions}\n")
-    print(_table(rows))
+    config = {k: v for k, v in vars(args).items() if k not in ("child", "method", "n", "out", "plot")}
+    lines = [f"Fashion-MNIST train, float32, {d} dims, cosine, k={args.k}, {args.threads} threads, "
+             f"median of {args.repeats}; CPU: {cpu}; Python {platform.python_version()}; {versions}", "",
+             _table(rows)]
     summary = _summary(rows, args)
     if summary:
-        print("\nTargets (issue 3):")
-        for line in summary:
-            print("- " + line)
+        lines += ["", "Targets (issue 3):"] + ["- " + line for line in summary]
     busy = max(load_before, load_after) > args.threads + 0.5
     if busy:
-        print(f"\nWARNING: the machine was busy (1-minute load average {load_before:.1f} before, "
-              f"{load_after:.1f} after, with {os.cpu_count()} CPUs and {args.threads} threads per "
-              f"method): the times include waiting for other processes; rerun on an idle machine.")
+        lines += ["", f"WARNING: the machine was busy (1-minute load average {load_before:.1f} before, "
+                  f"{load_after:.1f} after, with {os.cpu_count()} CPUs and {args.threads} threads per "
+                  f"method): the times include waiting for other processes; rerun on an idle machine."]
+    else:
+        lines += ["", f"1-minute load average {load_before:.1f} before, {load_after:.1f} after "
+                  f"({os.cpu_count()} CPUs)."]
     if any(r.get("peak_reset") is False for r in rows):
-        print("\nnote: /proc/self/clear_refs unavailable: peak MiB includes loading the data.")
+        lines += ["", "note: /proc/self/clear_refs unavailable: peak MiB includes loading the data."]
+    report = "\n".join(lines)
+    print("\n" + report)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": config, "cpu": cpu, "versions": versions,
                                "load_average": [load_before, load_after], "rows": rows,
                                "summary": summary}, indent=1))
-    print(f"\nwrote {out}")
+    md = out.with_suffix(".md")
+    md.write_text(f"# bench_graph\n\nProduced by `make bench` (`benchmarks/bench_graph.py`).\n\n{report}\n")
+    print(f"\nwrote {out} and {md.name}")
     if args.plot:
         _plot(rows, Path(args.plot), args)
         print(f"wrote {args.plot}")
@@ -458,6 +469,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query")
     p.add_argument("--cluster-nprobe", type=int, default=8,
                    help="clusters searched per cluster by tg.nnk_graph+clusters")
+    p.add_argument("--approx-nprobe", type=int, default=4,
+                   help="clusters searched per cluster by tg.nnk_graph+approx")
     p.add_argument("--block", type=int, default=2048, help="row block of torch.mm+topk")
     p.add_argument("--omp-wait-policy", choices=["passive", "active", "inherit"], default="passive",
                    help="OMP_WAIT_POLICY of every method's process. OpenBLAS (pthreads) and "

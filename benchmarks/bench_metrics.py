@@ -120,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "config": vars(args),
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
         "cpu": cpu,
         "python": platform.python_version(),
         "torch": torch.__version__,

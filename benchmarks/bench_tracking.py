@@ -167,7 +167,7 @@ def main() -> int:
     print(f"overhead: tracker_epoch / train_epoch = {100 * ratio:.2f} % (target <= 5 %: {verdict})")
 
     result = {
-        "config": vars(args),
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
         "cpu": _cpu_name(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "../csrc/channel_nnk.h"
+#include "../csrc/common.h"
 #include "../csrc/label_metrics.h"
 #include "../csrc/nnk_graph.h"
 #include "geometry_tracker.h"
@@ -132,7 +133,7 @@ bool NNKEarlyStopping::step(int64_t epoch, const at::Tensor& activations) {
     frozen_epoch_.assign(1, -1);
   }
   ++checks_;
-  if (!at::isfinite(activations).all().item<bool>()) {
+  if (!all_finite(activations)) {
     stopped_epoch_ = epoch;
     stop_reason_ = "non-finite activations at epoch " + std::to_string(epoch) +
                    ": training diverged; nothing was frozen or restored";
@@ -332,7 +333,7 @@ std::vector<std::pair<std::string, double>> rank_models(
     TORCH_CHECK(activations[m].size(0) == y.size(0), "rank_models: model \"", names[m], "\" has ",
                 activations[m].size(0), " probe activations for ", y.size(0), " labels");
     const at::Tensor x = reduce_activations(activations[m], reduce);
-    TORCH_CHECK(at::isfinite(x).all().item<bool>(), "rank_models: model \"", names[m],
+    TORCH_CHECK(all_finite(x), "rank_models: model \"", names[m],
                 "\" has non-finite activations");
     out.emplace_back(names[m], layer_loo_error(x, y, num_classes, k, kernel));
   }

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "../csrc/common.h"
 #include "../csrc/graph_overlap.h"
 #include "../csrc/label_metrics.h"
 #include "../csrc/manifold_metrics.h"
@@ -104,7 +105,7 @@ std::vector<HistoryRow> GeometryTracker::step(
   const LayerGraph* prev_layer = nullptr;
   for (const auto& layer : layers_) {
     const at::Tensor x = reduce_activations(activations.at(layer), options_.reduce);
-    TORCH_CHECK(at::isfinite(x).all().item<bool>(), "GeometryTracker.step: layer \"", layer,
+    TORCH_CHECK(all_finite(x), "GeometryTracker.step: layer \"", layer,
                 "\" has non-finite activations at epoch ", epoch);
     at::Tensor nbr, w, err;
     std::tie(nbr, w, err) = ops::nnk_graph(x, options_.k, options_.kernel, c10::nullopt,

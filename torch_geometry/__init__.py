@@ -6,7 +6,8 @@ ensure_loaded()
 from . import callbacks, channelwise, metrics  # noqa: E402
 from .callbacks import NNKEarlyStopping, select_models  # noqa: E402
 from .graph import NNKGraph, knn_graph, nnk_graph  # noqa: E402
+from .approximate import approximate_candidates, candidate_recall  # noqa: E402
 from .tracking import GeometryTracker  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["GeometryTracker", "NNKEarlyStopping", "callbacks", "channelwise", "select_models", "NNKGraph", "knn_graph", "metrics", "nnk_graph", "__version__"]
+__all__ = ["GeometryTracker", "approximate_candidates", "candidate_recall", "NNKEarlyStopping", "callbacks", "channelwise", "select_models", "NNKGraph", "knn_graph", "metrics", "nnk_graph", "__version__"]

@@ -12,6 +12,7 @@
 #include "../common.h"
 #include "knn_search.h"
 #include "nnk_solver.h"
+#include "simd_dot.h"
 
 namespace torch_geometry {
 namespace ops {
@@ -78,13 +79,30 @@ void nnk_impl(const cpu::PreparedPoints& pts, Kernel kernel, SigmaMode mode,
   const double* sq = pts.sq_norm.data();
   auto row = [&](int64_t i) { return Map(X + i * d, d); };
 
-  // Raw kernel argument between two points: cos for cosine, squared distance for gaussian.
-  auto raw = [&](int64_t a, int64_t b) -> double {
-    if (kernel == Kernel::Cosine) {
-      const double dot = static_cast<double>(row(a).dot(row(b)));
-      return std::min(1.0, std::max(-1.0, dot * inv[a] * inv[b]));
+  // Raw kernel arguments from point a to the points js[0..cnt): cos for cosine, squared
+  // distance for gaussian, computed in x's dtype by the vectorised kernels of simd_dot.h.
+  // raw(a, b) == raw(b, a) bitwise (the scale inv[a] * inv[b] is formed first), so a
+  // kernel column may take entries from columns computed before.
+  const bool cosine = kernel == Kernel::Cosine;
+  auto raw_many = [&](int64_t a, const int64_t* js, int cnt, double* out,
+                      std::vector<const scalar_t*>& ptrs, std::vector<scalar_t>& buf) {
+    ptrs.resize(cnt);
+    buf.resize(cnt);
+    for (int t = 0; t < cnt; ++t) {
+      ptrs[t] = X + js[t] * d;
     }
-    return static_cast<double>((row(a) - row(b)).squaredNorm());
+    if (cosine) {
+      cpu::dot_many(X + a * d, ptrs.data(), cnt, d, buf.data());
+      for (int t = 0; t < cnt; ++t) {
+        const double c = static_cast<double>(buf[t]) * (inv[a] * inv[js[t]]);
+        out[t] = std::min(1.0, std::max(-1.0, c));
+      }
+    } else {
+      cpu::sqdist_many(X + a * d, ptrs.data(), cnt, d, buf.data());
+      for (int t = 0; t < cnt; ++t) {
+        out[t] = static_cast<double>(buf[t]);
+      }
+    }
   };
   // Exact duplicates (kappa = 1), decided in double with a tolerance at the input's
   // rounding level: the same direction (cosine) or the same point (gaussian).
@@ -112,13 +130,15 @@ void nnk_impl(const cpu::PreparedPoints& pts, Kernel kernel, SigmaMode mode,
   std::vector<double> R(static_cast<size_t>(n) * k, 0.0);
   std::vector<double> far_sq(n, -1.0);
   at::parallel_for(0, n, 64, [&](int64_t i0, int64_t i1) {
+    std::vector<const scalar_t*> ptrs;
+    std::vector<scalar_t> buf;
     for (int64_t i = i0; i < i1; ++i) {
-      for (int64_t l = 0; l < k; ++l) {
-        const int64_t j = C[i * k + l];
-        if (j < 0) {
-          break;
-        }
-        R[i * k + l] = raw(i, j);
+      int m = 0;
+      while (m < k && C[i * k + m] >= 0) {
+        ++m;
+      }
+      raw_many(i, C + i * k, m, &R[i * k], ptrs, buf);
+      for (int l = 0; l < m; ++l) {
         far_sq[i] = std::max(far_sq[i], R[i * k + l]);
       }
     }
@@ -135,8 +155,11 @@ void nnk_impl(const cpu::PreparedPoints& pts, Kernel kernel, SigmaMode mode,
   // Pass 2: one exact QP per node.
   at::parallel_for(0, n, 16, [&](int64_t i0, int64_t i1) {
     nnk::QPWorkspace ws;
-    std::vector<double> b, theta, sim;
-    std::vector<int64_t> cj;
+    std::vector<double> b, theta, sim, colraw;
+    std::vector<int64_t> cj, need;
+    std::vector<int> need_pos;
+    std::vector<const scalar_t*> ptrs;
+    std::vector<scalar_t> buf;
     std::vector<int> order;
     for (int64_t i = i0; i < i1; ++i) {
       cj.clear();
@@ -160,9 +183,26 @@ void nnk_impl(const cpu::PreparedPoints& pts, Kernel kernel, SigmaMode mode,
       } else if (m > 0) {
         b = sim;
         const double s = sig[i];
+        // Column l of K_SS: entries shared with columns already computed are copied
+        // (K is symmetric), the others come from one batched call.
         auto column = [&](int l, double* out) {
+          need.clear();
+          need_pos.clear();
           for (int a = 0; a < m; ++a) {
-            out[a] = a == l ? 1.0 : cpu::kernel_value(kernel, raw(cj[a], cj[l]), s);
+            if (a == l) {
+              out[a] = 1.0;
+            } else if (ws.have_col[a]) {
+              out[a] = ws.K[static_cast<size_t>(a) * m + l];
+            } else {
+              need.push_back(cj[a]);
+              need_pos.push_back(a);
+            }
+          }
+          const int cnt = static_cast<int>(need.size());
+          colraw.resize(cnt);
+          raw_many(cj[l], need.data(), cnt, colraw.data(), ptrs, buf);
+          for (int t = 0; t < cnt; ++t) {
+            out[need_pos[t]] = cpu::kernel_value(kernel, colraw[t], s);
           }
         };
         nnk::QPResult res = nnk::solve_nonneg_qp(m, b.data(), column, theta.data(), ws);

@@ -250,12 +250,19 @@ QPResult solve_nonneg_qp(
       // independent of it, so it gets another chance through its gradient.
       std::fill(ws.skipped.begin(), ws.skipped.end(), 0);
     }
-    for (int l = 0; l < m; ++l) {
-      double v = b[l];
-      for (int idx : ws.active) {
-        v -= ws.K[static_cast<size_t>(idx) * m + l] * theta[idx];
+    // w = b - K_{:,P} theta_P - ridge theta, one contiguous cached column at a time (the
+    // same order of operations per entry as a row-wise loop, so the same bits).
+    double* w = ws.w.data();
+    std::copy(b, b + m, w);
+    for (int idx : ws.active) {
+      const double* Kc = &ws.K[static_cast<size_t>(idx) * m];
+      const double t = theta[idx];
+      for (int l = 0; l < m; ++l) {
+        w[l] -= Kc[l] * t;
       }
-      ws.w[l] = v - ridge_abs * theta[l];
+    }
+    for (int l = 0; l < m; ++l) {
+      w[l] -= ridge_abs * theta[l];
     }
   }
   double quad = 0.0;
