@@ -14,9 +14,14 @@ namespace {
 // Tile edge: a 2048 x 2048 float tile is 16 MiB, large enough for GEMM to run near peak,
 // small enough to stay far from N x N.
 constexpr int64_t kBlock = 2048;
-// Columns a thread handles together in the transposed pass, so that each cache line of
-// the row-major tile is used by consecutive heaps.
-constexpr int64_t kColumnChunk = 16;
+// Columns (queries) one task handles in the transposed pass: it reads that many consecutive
+// floats of every tile row (contiguous, prefetchable) and keeps those queries' thresholds
+// in a local array. Up to kMaxColumnChunk, fewer when there are many threads to feed. (A
+// chunk of 16 columns, one cache line per 8 KiB row, crossed a page per read and left the
+// pass waiting on memory.)
+constexpr int64_t kMaxColumnChunk = 256;
+// Scores formed and tested together before any heap is touched.
+constexpr int64_t kLane = 16;
 
 // A bounded min-heap holding a row's best k (score, index), worst on top.
 // "Better" = larger score, then smaller index.
@@ -82,6 +87,8 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
   // One tile buffer for the whole search, written in place by mm_out: a fresh tensor per
   // tile (tiles of three shapes) fragmented the heap and cost ~130 MiB of RSS at N = 60,000.
   const int64_t blk = std::min(kBlock, n);
+  const int64_t col_chunk = std::max<int64_t>(
+      kLane, std::min<int64_t>(kMaxColumnChunk, blk / (4 * at::get_num_threads())) / kLane * kLane);
   at::Tensor tile_buf = at::empty({blk * blk}, x.options());
   for (int64_t a0 = 0; a0 < n; a0 += kBlock) {
     const int64_t na = std::min(kBlock, n - a0);
@@ -91,36 +98,71 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
       at::Tensor tile = tile_buf.narrow(0, 0, na * nb).view({na, nb});
       at::mm_out(tile, xa, x.narrow(0, b0, nb).t());
       const scalar_t* t = tile.data_ptr<scalar_t>();
-      // Rows of block a against candidates of block b.
+      // Rows of block a against candidates of block b. Scores are formed kLane at a time
+      // and compared with the row's current k-th best in a branch-free loop (vectorised);
+      // only a lane group holding a score that may enter the heap goes through push().
       at::parallel_for(0, na, 16, [&](int64_t r0, int64_t r1) {
+        double v[kLane];
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t i = a0 + r;
           if (!valid[i]) continue;
           RowHeap h = heap(i);
           const scalar_t* row = t + r * nb;
-          for (int64_t q = 0; q < nb; ++q) {
-            const int64_t j = b0 + q;
-            if (j == i || !valid[j]) continue;
-            h.push(a[j] * static_cast<double>(row[q]) + c[j], j);
+          for (int64_t q0 = 0; q0 < nb; q0 += kLane) {
+            const int64_t len = std::min(kLane, nb - q0);
+            const double* aj = &a[b0 + q0];
+            const double* cj = &c[b0 + q0];
+            const double thr = h.s[0];
+            int any = 0;
+            for (int64_t l = 0; l < len; ++l) {
+              v[l] = aj[l] * static_cast<double>(row[q0 + l]) + cj[l];
+              any |= v[l] >= thr;
+            }
+            if (!any) continue;
+            for (int64_t l = 0; l < len; ++l) {
+              const int64_t j = b0 + q0 + l;
+              if (j != i && valid[j]) h.push(v[l], j);
+            }
           }
         }
       });
       if (b0 == a0) {
         continue;  // a diagonal tile holds both directions of each pair already
       }
-      // Rows of block b against candidates of block a: the same tile, transposed.
-      const int64_t chunks = (nb + kColumnChunk - 1) / kColumnChunk;
+      // Rows of block b against candidates of block a: the same tile, transposed. Each
+      // task owns kColumnChunk columns (queries), keeps their k-th best scores in a local
+      // array, and walks the tile row by row so reads stay contiguous within a row.
+      const int64_t chunks = (nb + col_chunk - 1) / col_chunk;
       at::parallel_for(0, chunks, 1, [&](int64_t ch0, int64_t ch1) {
+        std::vector<double> thr(col_chunk);
+        double v[kLane];
         for (int64_t ch = ch0; ch < ch1; ++ch) {
-          const int64_t q0 = ch * kColumnChunk, q1 = std::min(nb, q0 + kColumnChunk);
+          const int64_t q0 = ch * col_chunk, w = std::min(nb - q0, col_chunk);
+          for (int64_t l = 0; l < w; ++l) {
+            // An invalid query never takes a candidate: its threshold is +inf.
+            thr[l] = valid[b0 + q0 + l] ? heap_s[(b0 + q0 + l) * k]
+                                         : std::numeric_limits<double>::infinity();
+          }
           for (int64_t r = 0; r < na; ++r) {
             const int64_t j = a0 + r;
             if (!valid[j]) continue;
-            const scalar_t* row = t + r * nb;
-            for (int64_t q = q0; q < q1; ++q) {
-              const int64_t i = b0 + q;
-              if (!valid[i]) continue;
-              heap(i).push(a[j] * static_cast<double>(row[q]) + c[j], j);
+            const double aj = a[j], cj = c[j];
+            const scalar_t* row = t + r * nb + q0;
+            for (int64_t l0 = 0; l0 < w; l0 += kLane) {
+              const int64_t len = std::min(kLane, w - l0);
+              int any = 0;
+              for (int64_t l = 0; l < len; ++l) {
+                v[l] = aj * static_cast<double>(row[l0 + l]) + cj;
+                any |= v[l] >= thr[l0 + l];
+              }
+              if (!any) continue;
+              for (int64_t l = 0; l < len; ++l) {
+                if (v[l] >= thr[l0 + l]) {
+                  RowHeap h = heap(b0 + q0 + l0 + l);
+                  h.push(v[l], j);
+                  thr[l0 + l] = h.s[0];
+                }
+              }
             }
           }
         }

@@ -101,15 +101,33 @@ def test_knn_gaussian_sigma_modes():
         torch.testing.assert_close(sim, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_knn_tiles_larger_than_one_block():
-    # > 4096 columns and > 1024 query rows: several tiles in both directions.
+@pytest.mark.parametrize("kernel", ["cosine", "gaussian"])
+def test_knn_tiles_larger_than_one_block(kernel):
+    # N = 5000 > two 2048-point blocks: diagonal tiles, row passes and transposed (column)
+    # passes all contribute; zero rows (no direction under cosine) sit in every block.
     torch.manual_seed(2)
     x = torch.randn(5000, 8)
-    nbr, _ = tg.knn_graph(x, 5)
-    xn = x.double() / x.double().norm(dim=1, keepdim=True)
-    s = xn @ xn.t()
-    s.fill_diagonal_(-2)
-    assert torch.equal(nbr, s.topk(5, dim=1).indices)
+    zero = [10, 2500, 4999]
+    if kernel == "cosine":
+        x[zero] = 0
+    nbr, _ = tg.knn_graph(x, 5, kernel=kernel)
+    xd = x.double()
+    if kernel == "cosine":
+        xn = xd / xd.norm(dim=1, keepdim=True).clamp(min=1e-300)
+        s = xn @ xn.t()
+        s[:, zero] = -3  # never a neighbour
+    else:
+        s = -torch.cdist(xd, xd) ** 2
+    s.fill_diagonal_(-float("inf"))
+    expected = s.topk(5, dim=1).indices
+    if kernel == "cosine":
+        expected[zero] = -1
+    assert torch.equal(nbr, expected)
+    torch.set_num_threads(1)
+    nbr1, sim1 = tg.knn_graph(x, 5, kernel=kernel)
+    torch.set_num_threads(2)
+    nbr2, sim2 = tg.knn_graph(x, 5, kernel=kernel)
+    assert torch.equal(nbr1, nbr2) and torch.equal(sim1, sim2)
 
 
 # ---------------------------------------------------------------- nnk_graph
