@@ -67,6 +67,7 @@ demo-nnk: setup
 bench: setup
 	$(PYTHON) benchmarks/bench_graph.py
 	$(PYTHON) benchmarks/bench_metrics.py
+	$(PYTHON) benchmarks/bench_tracking.py
 
 clean:
 	rm -rf $(BUILD_DIR) torch_geometry/_C*.so torch_geometry/.built .venv/.installed

@@ -53,8 +53,7 @@ SigmaMode parse_sigma(
 }
 
 bool all_finite(const at::Tensor& x) {
-  if (!x.device().is_cpu() || !at::isFloatingType(x.scalar_type()) ||
-      (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble)) {
+  if (!x.device().is_cpu() || (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble)) {
     return at::isfinite(x).all().item<bool>();
   }
   const at::Tensor xc = x.contiguous();
