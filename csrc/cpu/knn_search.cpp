@@ -1,5 +1,7 @@
 #include "knn_search.h"
 
+#include "blas_threads.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -245,6 +247,7 @@ std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel 
   const int64_t n = pts.x.size(0);
   at::Tensor index = at::empty({n, k}, pts.x.options().dtype(at::kLong));
   at::Tensor score = at::empty({n, k}, pts.x.options().dtype(at::kDouble));
+  const BlasThreadsGuard blas_threads;  // the GEMM tiles run on torch's thread count
   AT_DISPATCH_FLOATING_TYPES(pts.x.scalar_type(), "knn_search", [&] {
     knn_search_impl<scalar_t>(pts, kernel, k, index, score);
   });

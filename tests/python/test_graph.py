@@ -360,3 +360,41 @@ def test_python_level_bad_input():
         tg.nnk_graph(x, 3, kernel="gaussian", sigma="median")
     with pytest.raises(RuntimeError, match="kernel should be"):
         tg.knn_graph(x, 3, kernel="l2")
+
+
+def _openblas():
+    import ctypes
+
+    for name in ("libopenblas.so.0", "libblas.so.3"):
+        try:
+            lib = ctypes.CDLL(name, mode=4)  # RTLD_NOLOAD: only if torch already loaded it
+            lib.openblas_get_num_threads  # noqa: B018 (raises AttributeError if not OpenBLAS)
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def test_knn_gemm_follows_torch_thread_count():
+    # torch.set_num_threads does not reach OpenBLAS; the kNN search sets OpenBLAS to torch's
+    # count for its GEMM tiles and restores it after. With 1 torch thread the call may use
+    # one core only: its CPU time stays close to its wall time.
+    import resource
+    import time
+
+    lib = _openblas()
+    if lib is None or lib.openblas_get_num_threads() < 2:
+        pytest.skip("needs OpenBLAS with >= 2 threads")
+    before = lib.openblas_get_num_threads()
+    x, _ = load_fashion_mnist("train", n=8000)
+    torch.set_num_threads(1)
+    try:
+        tg.knn_graph(x, 10)
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        tg.knn_graph(x, 10)
+        r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    finally:
+        torch.set_num_threads(2)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    assert cpu <= 1.25 * (t1 - t0), (cpu, t1 - t0)
+    assert lib.openblas_get_num_threads() == before
