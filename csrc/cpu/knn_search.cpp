@@ -1,6 +1,7 @@
 #include "knn_search.h"
 
 #include "blas_threads.h"
+#include "simd_dot.h"
 
 #include <ATen/Parallel.h>
 
@@ -22,6 +23,8 @@ constexpr int64_t kBlock = 2048;
 // chunk of 16 columns, one cache line per 8 KiB row, crossed a page per read and left the
 // pass waiting on memory.)
 constexpr int64_t kMaxColumnChunk = 256;
+// Candidates kept per row beyond k, for the exact rescoring at the end of the search.
+constexpr int64_t kMargin = 8;
 // Scores formed and tested together before any heap is touched.
 constexpr int64_t kLane = 16;
 
@@ -81,10 +84,13 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
     a[j] = cosine ? pts.inv_norm[j] : 2.0;
     c[j] = cosine ? 0.0 : -pts.sq_norm[j];
   }
-  std::vector<double> heap_s(static_cast<size_t>(n) * k,
+  // The tiles keep kk = k + kMargin candidates per row; the final k are chosen after
+  // rescoring those exactly (see the end).
+  const int64_t kk = std::min(k + kMargin, n - 1);
+  std::vector<double> heap_s(static_cast<size_t>(n) * kk,
                              -std::numeric_limits<double>::infinity());
-  std::vector<int64_t> heap_i(static_cast<size_t>(n) * k, -1);
-  auto heap = [&](int64_t i) { return RowHeap{&heap_s[i * k], &heap_i[i * k], k}; };
+  std::vector<int64_t> heap_i(static_cast<size_t>(n) * kk, -1);
+  auto heap = [&](int64_t i) { return RowHeap{&heap_s[i * kk], &heap_i[i * kk], kk}; };
 
   // One tile buffer for the whole search, written in place by mm_out: a fresh tensor per
   // tile (tiles of three shapes) fragmented the heap and cost ~130 MiB of RSS at N = 60,000.
@@ -142,7 +148,7 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
           const int64_t q0 = ch * col_chunk, w = std::min(nb - q0, col_chunk);
           for (int64_t l = 0; l < w; ++l) {
             // An invalid query never takes a candidate: its threshold is +inf.
-            thr[l] = valid[b0 + q0 + l] ? heap_s[(b0 + q0 + l) * k]
+            thr[l] = valid[b0 + q0 + l] ? heap_s[(b0 + q0 + l) * kk]
                                          : std::numeric_limits<double>::infinity();
           }
           for (int64_t r = 0; r < na; ++r) {
@@ -171,26 +177,48 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
       });
     }
   }
+  // Exact rescoring: the GEMM's float rounding depends on the BLAS, its thread count and a
+  // point's position in its tile, so its scores only select candidates. Each row's kk
+  // candidates are rescored by simd_dot (the same bits as the NNK solve's kernel entries,
+  // independent of threads and BLAS), and the best k of those are returned. Only a true
+  // neighbour that GEMM rounding pushed below kMargin others could be lost.
+  const scalar_t* X = x.data_ptr<scalar_t>();
+  const int64_t d = x.size(1);
   int64_t* out_i = index.data_ptr<int64_t>();
   double* out_s = score.data_ptr<double>();
   at::parallel_for(0, n, 64, [&](int64_t i0, int64_t i1) {
-    std::vector<std::pair<double, int64_t>> row(k);
+    std::vector<const scalar_t*> rows(kk);
+    std::vector<scalar_t> raw(kk);
+    std::vector<std::pair<double, int64_t>> cand(kk);
     for (int64_t i = i0; i < i1; ++i) {
-      for (int64_t l = 0; l < k; ++l) {
-        row[l] = {heap_s[i * k + l], heap_i[i * k + l]};
+      int64_t m = 0;
+      for (int64_t l = 0; l < kk; ++l) {
+        const int64_t j = heap_i[i * kk + l];
+        if (j >= 0) {
+          cand[m].second = j;
+          rows[m++] = X + j * d;
+        }
       }
-      std::sort(row.begin(), row.end(), [](const auto& p, const auto& q) {
+      const int cnt = static_cast<int>(m);
+      if (cosine) {
+        dot_many(X + i * d, rows.data(), cnt, d, raw.data());
+      } else {
+        sqdist_many(X + i * d, rows.data(), cnt, d, raw.data());
+      }
+      for (int64_t l = 0; l < m; ++l) {
+        const int64_t j = cand[l].second;
+        // The ranking score: cos (clamped) or minus the squared distance.
+        cand[l].first = cosine ? std::min(1.0, std::max(-1.0, static_cast<double>(raw[l]) *
+                                                                   (pts.inv_norm[i] * pts.inv_norm[j])))
+                               : -static_cast<double>(raw[l]);
+      }
+      std::sort(cand.begin(), cand.begin() + m, [](const auto& p, const auto& q) {
         return RowHeap::better(p.first, p.second, q.first, q.second);
       });
       for (int64_t l = 0; l < k; ++l) {
-        const int64_t j = row[l].second;
-        out_i[i * k + l] = j;
-        double v = 0.0;
-        if (j >= 0) {
-          v = cosine ? std::min(1.0, std::max(-1.0, row[l].first * pts.inv_norm[i]))
-                     : std::max(0.0, pts.sq_norm[i] - row[l].first);
-        }
-        out_s[i * k + l] = v;
+        const bool have = l < m;
+        out_i[i * k + l] = have ? cand[l].second : -1;
+        out_s[i * k + l] = !have ? 0.0 : cosine ? cand[l].first : -cand[l].first;
       }
     }
   });

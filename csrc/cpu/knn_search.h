@@ -34,7 +34,9 @@ PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel);
 //   index [N, k] int64, best first (-1 pads rows with fewer than k valid others), and
 //   score [N, k] double: cos(x_i, x_j) for the cosine kernel, ||x_i - x_j||^2 for the
 //   Gaussian kernel (0 where padded).
-// Ties are broken by the smaller index, so the result does not depend on threads.
+// The tiles select k + 8 candidates per row; those are rescored exactly (simd_dot.h, the
+// same values the NNK solve uses) and the best k kept, ties broken by the smaller index:
+// the result does not depend on the thread count or on the BLAS behind at::mm.
 std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel kernel,
                                               int64_t k);
 
