@@ -138,7 +138,7 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
         continue;  // a diagonal tile holds both directions of each pair already
       }
       // Rows of block b against candidates of block a: the same tile, transposed. Each
-      // task owns kColumnChunk columns (queries), keeps their k-th best scores in a local
+      // task owns col_chunk columns (queries), keeps their k-th best scores in a local
       // array, and walks the tile row by row so reads stay contiguous within a row.
       const int64_t chunks = (nb + col_chunk - 1) / col_chunk;
       at::parallel_for(0, chunks, 1, [&](int64_t ch0, int64_t ch1) {
