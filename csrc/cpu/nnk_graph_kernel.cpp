@@ -68,7 +68,8 @@ at::Tensor clean_candidates(const at::Tensor& cand, int64_t n, int64_t k,
 
 template <typename scalar_t>
 void nnk_impl(const cpu::PreparedPoints& pts, Kernel kernel, SigmaMode mode,
-              double sigma_fixed, const at::Tensor& cand, double threshold,
+              double sigma_fixed, const at::Tensor& cand, const at::Tensor& cand_raw,
+              double threshold,
               at::Tensor& nbr_out, at::Tensor& w_out, at::Tensor& err_out) {
   using Vec = Eigen::Matrix<scalar_t, Eigen::Dynamic, 1>;
   using Map = Eigen::Map<const Vec>;
@@ -137,7 +138,12 @@ void nnk_impl(const cpu::PreparedPoints& pts, Kernel kernel, SigmaMode mode,
       while (m < k && C[i * k + m] >= 0) {
         ++m;
       }
-      raw_many(i, C + i * k, m, &R[i * k], ptrs, buf);
+      if (cand_raw.defined()) {
+        // From the kNN search: the same values raw_many gives (it rescores with them).
+        std::copy(cand_raw.data_ptr<double>() + i * k, cand_raw.data_ptr<double>() + i * k + m, &R[i * k]);
+      } else {
+        raw_many(i, C + i * k, m, &R[i * k], ptrs, buf);
+      }
       for (int l = 0; l < m; ++l) {
         far_sq[i] = std::max(far_sq[i], R[i * k + l]);
       }
@@ -267,17 +273,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph_kernel(
 
   const int64_t n = x.size(0);
   const cpu::PreparedPoints pts = cpu::prepare_points(x, kernel);
-  at::Tensor cand;
+  at::Tensor cand, cand_raw;  // cand_raw: kernel arguments of exact kNN candidates
   if (candidates.has_value() && candidates->defined()) {
     cand = clean_candidates(*candidates, n, k, pts.valid);
   } else {
-    cand = std::get<0>(cpu::knn_search(pts, kernel, k));
+    std::tie(cand, cand_raw) = cpu::knn_search(pts, kernel, k);
   }
   at::Tensor nbr = at::empty({n, k}, x.options().dtype(at::kLong));
   at::Tensor w = at::empty({n, k}, pts.x.options());
   at::Tensor err = at::empty({n}, pts.x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nnk_graph", [&] {
-    nnk_impl<scalar_t>(pts, kernel, mode, sigma.value_or(0.0), cand, threshold, nbr, w, err);
+    nnk_impl<scalar_t>(pts, kernel, mode, sigma.value_or(0.0), cand, cand_raw, threshold, nbr, w, err);
   });
   return std::make_tuple(nbr, w, err);
 }

@@ -398,3 +398,16 @@ def test_knn_gemm_follows_torch_thread_count():
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     assert cpu <= 1.25 * (t1 - t0), (cpu, t1 - t0)
     assert lib.openblas_get_num_threads() == before
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "gaussian"])
+def test_nnk_exact_path_equals_given_exact_candidates(kernel):
+    # The exact path reuses the kNN search's (exactly rescored) similarities; given the same
+    # candidates, the solve recomputes them: the graphs must agree bit for bit.
+    x, _ = load_fashion_mnist("train", n=3000)
+    nbr, _ = tg.knn_graph(x, 20, kernel=kernel)
+    g1 = tg.nnk_graph(x, 20, kernel=kernel)
+    g2 = tg.nnk_graph(x, 20, kernel=kernel, candidates=nbr)
+    assert torch.equal(g1.neighbors, g2.neighbors)
+    assert torch.equal(g1.weights, g2.weights)
+    assert torch.equal(g1.error, g2.error)
