@@ -87,13 +87,17 @@ class CMakeBuildExt(BuildExtension):
                                "-j", jobs])
 
 
+# Our code needs C++17. torch 1.x's build helper asks for C++14, so raise it there; torch 2.x
+# asks for what its own headers need (C++20 for torch 2.15), which must stay.
+_CXX_STANDARD = ["-std=c++17"] if int(torch.__version__.split(".")[0]) < 2 else []
+
 extension = CppExtension(
     name="torch_geometry._C",
     sources=sorted(os.path.relpath(p, ROOT)
                    for p in glob.glob(os.path.join(ROOT, "torch_geometry", "csrc", "*.cpp"))),
     include_dirs=[ROOT],
     libraries=["torch_geometry"],
-    extra_compile_args=["-O3", "-std=c++17"],
+    extra_compile_args=["-O3"] + _CXX_STANDARD,
     # _C finds the library in torch_geometry/lib wherever the package is installed.
     extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
 )

@@ -14,7 +14,7 @@ namespace ops = torch_geometry::ops;
 
 // Points on a random d-dimensional linear subspace of R^ambient.
 torch::Tensor flat(int64_t n, int64_t d, int64_t ambient) {
-  auto basis = std::get<0>(torch::linalg::qr(torch::randn({ambient, d}, torch::kDouble)));
+  auto basis = std::get<0>(at::linalg_qr(torch::randn({ambient, d}, torch::kDouble)));
   return torch::rand({n, d}, torch::kDouble).mm(basis.t());
 }
 
