@@ -1,5 +1,6 @@
 """Channel-wise NNK graphs, NNK early stopping and model selection."""
 import copy
+import json
 
 import pytest
 import torch
@@ -200,11 +201,14 @@ def test_early_stopping_bad_input(fmnist):
         NNKEarlyStopping(model, "relu2", x[:200])
     with pytest.raises(ValueError, match="check_every"):
         NNKEarlyStopping(model, "relu2", (x[:200], y[:200]), check_every=0)
-    with pytest.raises(ValueError, match="no convolution"):
+    # Channel mode needs [N, C, ...] outputs: refused when the callback is built.
+    with pytest.raises(RuntimeError, match=r"layer '0' outputs shape \(2, 10\)"):
         NNKEarlyStopping(nn.Sequential(nn.Linear(784, 10)), "0", (x[:200].flatten(1), y[:200]))
-    es = NNKEarlyStopping(model, "fc", (x[:200], y[:200]), k=10)
     with pytest.raises(RuntimeError, match=r"channel mode needs conv activations"):
-        es.step(0)
+        NNKEarlyStopping(model, "fc", (x[:200], y[:200]), k=10)
+    with pytest.raises(ValueError, match="no convolution with 1 output channels"):
+        NNKEarlyStopping(nn.Sequential(nn.MaxPool2d(1), nn.Conv2d(1, 6, 3)), "0",
+                         (x[:200], y[:200]), k=10)
     es = NNKEarlyStopping(model, "relu2", (x[:200], y[:200]), k=10)
     with pytest.raises(RuntimeError, match="missing key"):
         es.load_state_dict({})
@@ -241,6 +245,62 @@ def test_distributed_ranks_take_the_same_decisions(tmp_path):
     out = run_ranks(tmp_path, _WORKER)
     logs = [open(f"{out}.{r}").read() for r in range(2)]
     assert logs[0] == logs[1]
+
+
+# Rank 1 scores differently, as a CPU with other dot-product kernels would: the decision
+# must still be the same on both ranks (rank 0's), never a rank stopping alone.
+_MIXED_WORKER = r"""
+import json, os, sys, torch, torch.distributed as dist
+sys.path.insert(0, os.environ["TEST_DIR"])
+from test_early_stopping import Net, train_epoch
+from torch_geometry.callbacks import NNKEarlyStopping
+from torch_geometry.datasets import load_fashion_mnist
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+x, y = load_fashion_mnist("train", n=600, flatten=False)
+torch.manual_seed(0)
+model = Net()
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+es = NNKEarlyStopping(model, "relu2", (x[:200], y[:200]), patience=2, k=10, verbose=False,
+                      optimizer=opt)
+
+
+class OtherRounding:
+    def __init__(self, core):
+        self.core, self.calls = core, 0
+
+    def score(self, acts):
+        self.calls += 1
+        s = self.core.score(acts)
+        # Channels alternate between improving and not, differently from rank 0.
+        return [v - 0.1 * self.calls if (c + self.calls) % 2 else v + 0.5
+                for c, v in enumerate(s)]
+
+    def __getattr__(self, name):
+        return getattr(self.core, name)
+
+
+if rank == 1:
+    es._core = OtherRounding(es._core)
+log = []
+for epoch in range(10):
+    train_epoch(model, opt, x, y)
+    stop = es.step(epoch)
+    log.append([epoch, bool(stop), es.frozen_channels, es.last_scores])
+    if stop:
+        break
+with open(f"{out}.{rank}", "w") as f:
+    json.dump({"log": log, "weights": model.conv2.weight.flatten().tolist()}, f)
+dist.destroy_process_group()
+"""
+
+
+def test_distributed_decision_is_rank_zeros_even_when_ranks_score_differently(tmp_path):
+    out = run_ranks(tmp_path, _MIXED_WORKER)
+    results = [json.load(open(f"{out}.{r}")) for r in range(2)]
+    assert results[0]["log"] == results[1]["log"]
+    assert any(entry[2] for entry in results[0]["log"]), "some channel should have frozen"
+    assert results[0]["weights"] == results[1]["weights"]
 
 
 # ------------------------------------------------------------------ model selection
