@@ -60,6 +60,37 @@ def test_channel_python_api():
     assert torch.allclose(deg, torch.stack([g.degree.double().mean() for g in graphs]))
 
 
+def _naive_hard_loo(nbr, w, y):
+    """0/1 leave-one-out NNK interpolation error per node (ties to the lowest class)."""
+    out = []
+    classes = int(y.max()) + 1
+    for i in range(nbr.shape[0]):
+        votes = [0.0] * classes
+        for j, wij in zip(nbr[i].tolist(), w[i].tolist()):
+            if j >= 0 and wij > 0:
+                votes[int(y[j])] += wij
+        best = max(range(classes), key=lambda c: (votes[c], -c))
+        out.append(1.0 if sum(votes) == 0 or best != int(y[i]) else 0.0)
+    return sum(out) / len(out)
+
+
+def test_channel_loo_error_is_the_hard_error_of_each_channel():
+    torch.manual_seed(3)
+    y = torch.arange(120) % 3
+    a = torch.randn(120, 3, 2, 2)
+    a[:, 0] += y.view(-1, 1, 1).float()           # channel 0 carries the labels
+    graphs = tg.channelwise.channel_graphs(a, k=8)
+    err = tg.channelwise.channel_loo_error(graphs, y)
+    assert err.dtype == torch.float64 and err.shape == (3,)
+    soft = torch.stack([tg.metrics.loo_error(g, y)[1].double().mean() for g in graphs])
+    for c, g in enumerate(graphs):
+        assert err[c].item() == pytest.approx(_naive_hard_loo(g.neighbors, g.weights, y), abs=1e-12)
+    assert not torch.allclose(err, soft)         # the hard error, not the soft one
+    assert err[0] < err[1] and err[0] < err[2]
+    with pytest.raises(RuntimeError, match="class indices, got Float"):
+        tg.channelwise.channel_loo_error(graphs, y.float())   # not truncated on the way
+
+
 def test_channel_bad_input():
     with pytest.raises(RuntimeError, match=r"\[N, C, \.\.\.\]"):
         ops.channel_nnk_graph(torch.randn(10, 4), 3, "cosine", 1e-10)
