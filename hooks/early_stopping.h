@@ -10,14 +10,21 @@
 // mode "layer": one counter on the LOO error of the whole layer's output; when it runs out,
 //   training stops and, with restore_best_weights, the watched parameters return to their
 //   values at the best check.
+//
+// Every public method takes one lock, so one object can be shared by threads (a training
+// thread stepping the optimiser and enforcing, another checking or saving the state); the
+// NNK scoring itself runs outside the lock.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
+
+#include "geometry_tracker.h"
 
 namespace torch_geometry {
 namespace hooks {
@@ -28,7 +35,7 @@ struct EarlyStoppingOptions {
   double min_delta = 0.0;         // improvement = score < best - min_delta
   int64_t k = 25;                 // NNK candidates per node
   std::string kernel = "cosine";  // "cosine" | "gaussian"
-  std::string reduce = "flatten"; // layer mode: "flatten" | "avgpool" for [N, C, ...] outputs
+  std::string reduce = kDefaultReduce;  // layer mode: "avgpool" | "flatten" for [N, C, ...]
   bool restore_best_weights = true;
 };
 
@@ -42,14 +49,32 @@ class NNKEarlyStopping {
   // The parameters the callback restores and freezes. Channel mode: the conv producing the
   // layer's channels, weight [C, ...] and optional bias [C] (channel c = index c of dim 0).
   // Layer mode: any tensors (typically all of the model's parameters). The tensors are held
-  // by reference (they share storage with the model's parameters).
+  // by reference (they share storage with the model's parameters) and their current values
+  // become the best-weight snapshots.
   void watch(const std::vector<at::Tensor>& params);
 
+  // Points the callback at the model's current parameter tensors, keeping the snapshots
+  // (converted to the new tensors' dtype and device). Moving a model (`.double()`, `.to()`,
+  // `.to(memory_format=...)`) replaces its tensors, so callers pass the tensors looked up
+  // through the model before every enforce() and step(); the shapes must match watch().
+  void rebind(const std::vector<at::Tensor>& params);
+
   // One check, with the layer's probe activations [N, C, ...] (channel mode) or [N, ...]
-  // (layer mode) for `epoch`. Returns true when training should stop: every channel frozen
-  // (channel mode), patience exhausted (layer mode), or non-finite activations or scores
-  // (then nothing is frozen or restored, and stop_reason() says why).
+  // (layer mode) for `epoch`: score() then update(). Returns true when training should
+  // stop: every channel frozen (channel mode), patience exhausted (layer mode), or
+  // non-finite activations or scores (then nothing is frozen or restored, and
+  // stop_reason() says why).
   bool step(int64_t epoch, const at::Tensor& activations);
+
+  // The scores step() would decide on: NNK leave-one-out errors in [0, 1], one per channel
+  // of activations [N, C, ...] (channel mode) or one for the layer (layer mode). Does not
+  // change the state.
+  std::vector<double> score(const at::Tensor& activations) const;
+
+  // The decision of one check from its scores (as score() returns them; a non-finite score
+  // stops training): under torch.distributed every rank passes the same scores (rank 0's)
+  // so that every rank freezes the same channels and stops at the same epoch.
+  bool update(int64_t epoch, const std::vector<double>& scores);
 
   // Rewrites the parameters of frozen channels with their frozen values (under no_grad).
   // Call after every optimiser step (the Python callback does it for you).
@@ -58,17 +83,21 @@ class NNKEarlyStopping {
   // guarantees the values).
   void mask_gradients();
 
-  const std::vector<double>& last_scores() const { return last_scores_; }
-  const std::vector<double>& best_scores() const { return best_; }
-  const std::vector<int64_t>& wait_counts() const { return wait_; }
+  // Copies, so that a reader never sees a vector another thread is changing.
+  std::vector<double> last_scores() const;
+  std::vector<double> best_scores() const;
+  std::vector<int64_t> wait_counts() const;
   std::vector<int64_t> frozen_channels() const;
+  // Epoch at which each channel froze, -1 = not frozen (channel mode; [C], empty before
+  // the first check).
+  std::vector<int64_t> frozen_epochs() const;
   double best_score() const;          // layer mode: best; channel mode: mean of the bests
-  int64_t best_epoch() const { return best_epoch_; }  // layer mode
-  int64_t stopped_epoch() const { return stopped_epoch_; }  // -1 while running
-  bool should_stop() const { return stopped_epoch_ >= 0; }
-  int64_t checks() const { return checks_; }
-  const std::string& stop_reason() const { return stop_reason_; }
-  const EarlyStoppingOptions& options() const { return options_; }
+  int64_t best_epoch() const;         // layer mode
+  int64_t stopped_epoch() const;      // -1 while running
+  bool should_stop() const;
+  int64_t checks() const;
+  std::string stop_reason() const;
+  const EarlyStoppingOptions& options() const { return options_; }  // immutable
 
   // The state as JSON, for logs and reports (resuming goes through state_dict()):
   //   {"options": {mode, patience, min_delta, k, kernel, reduce, restore_best_weights},
@@ -83,10 +112,16 @@ class NNKEarlyStopping {
 
   // Everything needed to resume, as tensors (for torch.save / torch::save).
   std::map<std::string, at::Tensor> state_dict() const;
+  // Checks the whole state (keys, dtypes, sizes against the mode, the channel count and
+  // the watched parameters, value ranges) before changing anything: a refused state
+  // leaves the object as it was.
   void load_state_dict(const std::map<std::string, at::Tensor>& state);
 
  private:
-  std::vector<double> score(const at::Tensor& activations) const;
+  // The *_locked helpers expect mutex_ to be held.
+  bool update_locked(int64_t epoch, const std::vector<double>& scores);
+  bool should_stop_locked() const { return stopped_epoch_ >= 0; }
+  double best_score_locked() const;
   void snapshot_channel(int64_t c);
   void snapshot_all();
   void restore_channel(int64_t c);
@@ -100,6 +135,7 @@ class NNKEarlyStopping {
   std::vector<int64_t> wait_, frozen_epoch_;  // frozen_epoch_ -1 = not frozen
   int64_t best_epoch_ = -1, stopped_epoch_ = -1, checks_ = 0;
   std::string stop_reason_;
+  mutable std::mutex mutex_;
 };
 
 // Ranks models by the NNK leave-one-out error of their probe activations (lowest first),
@@ -111,7 +147,7 @@ std::vector<std::pair<std::string, double>> rank_models(
     const at::Tensor& labels,
     int64_t k = 25,
     const std::string& kernel = "cosine",
-    const std::string& reduce = "flatten");
+    const std::string& reduce = kDefaultReduce);
 
 } // namespace hooks
 } // namespace torch_geometry

@@ -6,12 +6,16 @@
 // metrics, compares each layer's graph with its graph at the previous tracked epoch
 // (geometric drift) and with the previous layer's graph in the same epoch, and appends one
 // summary row per (epoch, layer, metric) to the history.
+//
+// One object can be shared by threads: the state is behind a lock, the graphs and metrics
+// of a step are computed outside it.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -20,11 +24,17 @@
 namespace torch_geometry {
 namespace hooks {
 
+// How conv maps [N, C, ...] become points when nobody says: the tracker, layer-mode early
+// stopping and model selection all read this one default, so that one layer gets one LOO
+// error. "avgpool" (-> [N, C]) rather than "flatten" (-> [N, C*H*W]): it keeps a channel's
+// meaning under translation and costs H*W times less per kernel entry.
+constexpr const char* kDefaultReduce = "avgpool";
+
 struct TrackerOptions {
   int64_t k = 25;                   // NNK candidates per node
   std::string kernel = "cosine";    // "cosine" | "gaussian"
-  std::string reduce = "avgpool";   // conv maps [N, C, ...]: "avgpool" (mean over spatial
-                                    // dims -> [N, C]) or "flatten" (-> [N, C*H*W])
+  std::string reduce = kDefaultReduce;  // conv maps [N, C, ...]: "avgpool" (mean over
+                                       // spatial dims -> [N, C]) or "flatten" (-> [N, C*H*W])
   double alpha = 0.05;              // Fukunaga-Olsen threshold of local_dim
   int64_t bins = 20;                // histogram bins per summary
 };
@@ -52,15 +62,31 @@ class GeometryTracker {
 
   // Records one epoch. `activations` maps each tracked layer to its probe activations
   // [N, ...] (same N for all layers, N > k). Returns the rows appended for this epoch.
+  // Epochs must increase; stepping the last recorded epoch again (a repeated end-of-epoch
+  // call, a resumed run) records nothing and returns that epoch's rows.
   // Metrics recorded per layer: degree, diameter, local_dim, log_volume, curvature, error,
   // isolated (1 for nodes without edges), epoch_overlap (Jaccard of NNK neighbourhoods with
   // the previous recorded epoch; 1 = no drift), layer_overlap (with the previous layer),
   // and with labels: loo_error, loo_soft_error, label_smoothness.
   std::vector<HistoryRow> step(int64_t epoch, const std::map<std::string, at::Tensor>& activations);
 
-  const std::vector<HistoryRow>& history() const { return history_; }
-  const std::vector<std::string>& layers() const { return layers_; }
-  const TrackerOptions& options() const { return options_; }
+  std::vector<HistoryRow> history() const;  // a copy: other threads may be stepping
+  c10::optional<int64_t> last_epoch() const;  // the last recorded epoch, if any
+  const std::vector<std::string>& layers() const { return layers_; }  // immutable
+  const TrackerOptions& options() const { return options_; }  // immutable
+
+  // Everything needed to resume (the history and the last epoch's graphs, which the next
+  // epoch_overlap compares with), as tensors for torch.save / torch::save:
+  //   "layers", "metrics": UTF-8 bytes of the names joined by '\n' (uint8);
+  //   "history.epoch", "history.layer", "history.metric" (index into layers / metrics),
+  //   "history.count": int64 [R]; "history.stats": float64 [R, 6] (mean, median, q25, q75,
+  //   min, max); "history.bin_edges": float64 [R, bins + 1]; "history.hist": int64 [R, bins];
+  //   "last_epoch": int64 [0] or [1]; "previous.<layer>.neighbors" int64 [N, k] and
+  //   "previous.<layer>.weights" [N, k] for each layer of the last recorded epoch.
+  std::map<std::string, at::Tensor> state_dict() const;
+  // Checks the whole state against this tracker (layers, bins, k, probe size) before
+  // changing anything; a refused state leaves the tracker as it was.
+  void load_state_dict(const std::map<std::string, at::Tensor>& state);
 
   // History as JSON: {"options": {...}, "layers": [...], "history": [{epoch, layer, metric,
   // count, mean, median, q25, q75, min, max}, ...]}; non-finite numbers are written as null.
@@ -79,6 +105,10 @@ class GeometryTracker {
   int64_t num_classes_ = 0;
   std::map<std::string, LayerGraph> previous_;
   std::vector<HistoryRow> history_;
+  c10::optional<int64_t> last_epoch_;
+  mutable std::mutex mutex_;
+
+  std::vector<HistoryRow> rows_of_locked(int64_t epoch) const;
 };
 
 } // namespace hooks

@@ -21,8 +21,18 @@ def main(argv=None) -> int:
         if not os.path.isfile(args.history):
             print(f"error: {args.history} does not exist", file=sys.stderr)
             return 2
+        try:
+            history = load_history(args.history)
+        except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+            print(f"error: {args.history} is not a history JSON file written by "
+                  f"GeometryTracker.to_json ({e})", file=sys.stderr)
+            return 2
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.history)), "geometry.png")
-        plot_history(load_history(args.history), out, metrics=args.metrics)
+        try:
+            plot_history(history, out, metrics=args.metrics)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(out)
     return 0
 

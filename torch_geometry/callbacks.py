@@ -8,27 +8,99 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from . import _compat
 from ._ops import ensure_loaded
-from .tracking import Probe, capture_probe, materialize_probe, resolve_layers
+from .tracking import Probe, capture_probe, default_progress, materialize_probe, \
+    resolve_layers, run_probe
 
 _C = ensure_loaded()
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Normalisations with one (weight, bias) per channel: their affine parameters are frozen with
+# the conv. Those that pool statistics over several channels make a frozen channel's output
+# follow the others: refused.
+_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+_CROSS_CHANNEL_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def _producing_conv(model: nn.Module, layer: str) -> Tuple[str, nn.Module]:
-    """The conv that produces ``layer``'s channels: the layer itself if it is a conv, else
-    the last conv before it in ``model.named_modules()`` order."""
-    last = None
-    for name, module in model.named_modules():
-        if isinstance(module, _CONVS):
-            last = (name, module)
-        if name == layer:
-            if last is None:
-                raise ValueError(f"no convolution at or before layer {layer!r}: pass conv= "
-                                 f"the module whose output channels should be frozen")
-            return last
-    raise ValueError(f"layer {layer!r} is not a module of the model")
+def _subtree_end(names: List[str], i: int) -> int:
+    """Index one past the last descendant of ``names[i]`` in ``named_modules()`` order."""
+    prefix = names[i] + "." if names[i] else ""
+    j = i + 1
+    while j < len(names) and names[j].startswith(prefix):
+        j += 1
+    return j
+
+
+def _resolve_frozen_modules(model: nn.Module, layer: str, channels: int,
+                            conv: Optional[str] = None) -> Tuple[str, List[str]]:
+    """The conv that produces ``layer``'s ``channels`` output channels, and the
+    per-channel normalisation layers between it and the layer's output, by dotted name.
+
+    Without ``conv``: ``layer`` itself if it is a conv; for a container (a block, a
+    ``Sequential``), the last conv inside it with ``out_channels == channels``; otherwise the
+    last such conv before ``layer`` in ``named_modules()`` order (e.g. the conv before a
+    ReLU or pooling layer)."""
+    modules = list(model.named_modules())
+    names = [n for n, _ in modules]
+    at = names.index(layer)
+    end = _subtree_end(names, at)
+
+    def matching(indices):
+        return [i for i in indices if isinstance(modules[i][1], _CONVS)
+                and modules[i][1].out_channels == channels]
+
+    if conv is not None:
+        resolve_layers(model, [conv])
+        ci = names.index(conv)
+        if not isinstance(modules[ci][1], _CONVS):
+            raise ValueError(f"conv={conv!r} is a {type(modules[ci][1]).__name__}, not a "
+                             f"Conv1d/2d/3d")
+        if modules[ci][1].out_channels != channels:
+            raise ValueError(f"conv={conv!r} has {modules[ci][1].out_channels} output channels "
+                             f"but layer {layer!r} outputs {channels}")
+    else:
+        found = matching(range(end - 1, at - 1, -1)) or matching(range(at - 1, -1, -1))
+        if not found:
+            raise ValueError(
+                f"no convolution with {channels} output channels at, inside or before layer "
+                f"{layer!r} (whose output has {channels} channels): pass conv= the module whose "
+                f"output channels should be frozen, or use mode='layer'")
+        ci = found[0]
+    norms = []
+    for i in range(ci + 1, max(end, ci + 1)):
+        module = modules[i][1]
+        if isinstance(module, _CROSS_CHANNEL_NORMS):
+            raise ValueError(
+                f"{names[i]!r} ({type(module).__name__}) normalises across channels after "
+                f"{names[ci]!r}: a frozen channel's output would keep moving with the other "
+                f"channels. Watch a layer before it, or use mode='layer'")
+        if isinstance(module, _PER_CHANNEL_NORMS) and module.num_features == channels:
+            norms.append(names[i])
+    return names[ci], norms
+
+
+class _Enforce:
+    """The hook that re-imposes frozen channels (forward pre-hook of the conv, optimizer
+    step post-hook). A small class rather than a closure so that ``torch.save(model)`` and
+    ``copy.deepcopy(model)`` work: a pickled or copied hook is inert, the callback (with its
+    C++ state) stays with the original model."""
+
+    def __init__(self, callback: "NNKEarlyStopping"):
+        self.callback = callback
+
+    def __call__(self, *_):
+        if self.callback is not None:
+            self.callback.enforce()
+
+    def __getstate__(self):
+        return {"callback": None}
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 class NNKEarlyStopping:
@@ -46,7 +118,8 @@ class NNKEarlyStopping:
     Args:
         model (nn.Module): the model being trained.
         layer (str): dotted name of the monitored module. ``mode="channel"`` needs an output
-            ``[N, C, H, W]`` (a conv, or the ReLU/pooling after it).
+            ``[N, C, H, W]`` (a conv, the ReLU/pooling after it, or a block/``Sequential``
+            ending in one).
         probe (Tensor, (Tensor, Tensor) or DataLoader): probe inputs (and labels), e.g. a
             stratified subset of the *training* data.
         labels (Tensor[N], optional): labels when ``probe`` carries none.
@@ -55,20 +128,39 @@ class NNKEarlyStopping:
             are frozen) or ``"layer"`` (one counter for the layer). (default: ``"channel"``)
         patience (int): checks without improvement before freezing/stopping. (default: 5)
         min_delta (float): an improvement must lower the error by more than this. (default: 0)
-        check_every (int): check every ``check_every`` epochs. (default: 1)
+        check_every (int): check at epochs with ``epoch % check_every == 0``. (default: 1)
         k (int): NNK candidates per node. (default: 25)
         kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
         restore_best_weights (bool): restore best weights when freezing (channel mode) or
             stopping (layer mode: every parameter of the model). (default: True)
         verbose (bool): print freezes and the stop. (default: True)
-        conv (str, optional): the conv whose output channels are frozen (channel mode);
-            default: ``layer`` if it is a conv, else the last conv before it.
+        conv (str, optional): the conv whose output channels are frozen (channel mode).
+            Default: ``layer`` if it is a conv; for a container, the last conv inside it whose
+            ``out_channels`` equal the layer's output channels; else the last such conv
+            before ``layer``. BatchNorm/InstanceNorm layers between that conv and the layer's
+            output have their per-channel weight and bias frozen too (their running
+            statistics, which are not trained, keep updating in train mode). GroupNorm,
+            LayerNorm and LocalResponseNorm there are refused: they mix channels. In a
+            residual block the output also carries the skip path, which is not frozen.
         optimizer (Optimizer, optional): when given, frozen channels are re-imposed right
-            after each of its steps; otherwise before each forward pass of the conv and at
-            every :meth:`step`. Either way a frozen channel's parameters never change as seen
-            by the model, whatever the optimiser (momentum, Adam moments, weight decay).
+            after each of its steps (``register_step_post_hook`` on torch >= 2, a step
+            wrapper on older torch). Without it they are re-imposed before each forward pass
+            of the conv and at every :meth:`step`, so *between* an optimiser step and the next
+            forward or :meth:`step` the model's tensors hold moved values: save checkpoints
+            after :meth:`step` (or call :meth:`enforce`), or pass ``optimizer=``.
+            Either way the parameters are looked up through the model each time, so moving
+            the model (``.double()``, ``.to(...)``, ``.to(memory_format=...)``) or loading a
+            state dict into it keeps frozen channels frozen.
         max_points (int): probe inputs kept (stratified by label). (default: 2000)
-        reduce (str): layer mode, conv maps -> ``"flatten"`` or ``"avgpool"``. (default: ``"flatten"``)
+        reduce (str, optional): layer mode, conv maps -> ``"avgpool"`` or ``"flatten"``.
+            (default: the package's one default, ``torch_geometry._C.DEFAULT_REDUCE``,
+            ``"avgpool"``, as for :class:`~torch_geometry.GeometryTracker`)
+        progress (bool, optional): tqdm bar during the probe pass. (default: on when stderr
+            is a terminal)
+
+    Under ``torch.distributed`` every rank probes its shard, the activations are gathered,
+    and the decision is taken on rank 0's scores (broadcast), so every rank freezes the same
+    channels and stops at the same epoch even where their kernels round differently.
 
     Attributes:
         frozen_channels (list[int]), stopped_epoch (int, -1 while running), best_score
@@ -80,8 +172,8 @@ class NNKEarlyStopping:
                  min_delta: float = 0.0, check_every: int = 1, k: int = 25, kernel: str = "cosine",
                  restore_best_weights: bool = True, verbose: bool = True, conv: Optional[str] = None,
                  optimizer: Optional[torch.optim.Optimizer] = None, max_points: int = 2000,
-                 reduce: str = "flatten", batch_size: int = 500, progress: bool = False,
-                 seed: int = 0):
+                 reduce: Optional[str] = None, batch_size: int = 500,
+                 progress: Optional[bool] = None, seed: int = 0):
         if not isinstance(check_every, int) or check_every <= 0:
             raise ValueError(f"check_every should be a positive integer, got {check_every!r}")
         self.model = model
@@ -98,50 +190,81 @@ class NNKEarlyStopping:
         self.check_every = check_every
         self.verbose = verbose
         self.batch_size = batch_size
-        self.progress = progress
+        self.progress = default_progress(progress)
         options = _C.EarlyStoppingOptions()
         options.mode, options.patience, options.min_delta = mode, int(patience), float(min_delta)
-        options.k, options.kernel, options.reduce = int(k), kernel, reduce
+        options.k, options.kernel = int(k), kernel
+        if reduce is not None:
+            options.reduce = reduce
         options.restore_best_weights = bool(restore_best_weights)
         self._core = _C.NNKEarlyStoppingCore(options)
         self._core.set_labels(self.probe_y)
         self._hooks = []
+        self.conv_name, self.conv, self.norm_names = None, None, []
         if mode == "channel":
-            if conv is None:
-                self.conv_name, self.conv = _producing_conv(model, layer)
-            else:
-                self.conv_name, self.conv = conv, resolve_layers(model, [conv])[conv]
-            params = [p for p in (self.conv.weight, self.conv.bias) if p is not None]
-            self._hooks.append(self.conv.register_forward_pre_hook(lambda *_: self._core.enforce()))
-        else:
-            self.conv_name, self.conv = None, None
-            params = list(model.parameters())
-        self._core.watch([p.data for p in params])
-        if optimizer is not None and mode == "channel":
-            if hasattr(optimizer, "register_step_post_hook"):  # torch >= 2.0
-                self._hooks.append(optimizer.register_step_post_hook(lambda *_: self._core.enforce()))
-            else:
-                step = optimizer.step
-
-                def step_then_enforce(*args, **kwargs):
-                    out = step(*args, **kwargs)
-                    self._core.enforce()
-                    return out
-
-                optimizer.step = step_then_enforce
+            shape = run_probe(model, [layer], self.probe_x[:2], 2)[layer].shape
+            if len(shape) < 3:
+                raise RuntimeError(
+                    f"NNKEarlyStopping: channel mode needs conv activations [N, C, H, W], "
+                    f"layer {layer!r} outputs shape {tuple(shape)}; use mode=\"layer\" for "
+                    f"other layers")
+            self.conv_name, self.norm_names = _resolve_frozen_modules(model, layer, shape[1], conv)
+            self.conv = model.get_submodule(self.conv_name)
+            self._hooks.append(self.conv.register_forward_pre_hook(_Enforce(self)))
+        self._core.watch(self._current_params())
+        if optimizer is not None and mode == "channel":  # layer mode freezes nothing
+            self._hooks.append(_compat.register_step_post_hook(optimizer, _Enforce(self)))
         self._reported = set()
+
+    def _current_params(self) -> List[torch.Tensor]:
+        """The watched parameters' current tensors, looked up through the model: moving a
+        model replaces them (``p.data``), so a reference kept from before would freeze a
+        tensor the model no longer uses."""
+        if self.conv_name is None:
+            return [p.data for p in self.model.parameters()]
+        out = []
+        for name in [self.conv_name] + self.norm_names:
+            module = self.model.get_submodule(name)
+            for attr in ("weight", "bias"):
+                p = module._parameters.get(attr)
+                if p is None and isinstance(getattr(module, attr, None), torch.Tensor):
+                    raise RuntimeError(
+                        f"NNKEarlyStopping: {name}.{attr} is computed from other parameters "
+                        f"(torch.nn.utils parametrizations or weight_norm), so freezing its "
+                        f"channels cannot hold; remove the re-parametrisation or use "
+                        f"mode=\"layer\"")
+                if p is not None:
+                    out.append(p.data)
+        return out
+
+    def enforce(self):
+        """Rewrites the parameters of frozen channels with their frozen values (the hooks
+        call it after every optimiser step / before every forward of the conv)."""
+        self._core.rebind(self._current_params())
+        self._core.enforce()
+
+    def _score(self, activations: torch.Tensor) -> List[float]:
+        """This check's scores; under torch.distributed, rank 0's on every rank."""
+        scores = self._core.score(activations)
+        if _distributed():
+            import torch.distributed as dist
+
+            t = torch.tensor(scores, dtype=torch.float64)
+            dist.broadcast(t, src=0)
+            scores = t.tolist()
+        return scores
 
     def step(self, epoch: int) -> bool:
         """Checks the probe set at the end of ``epoch`` (every ``check_every`` epochs).
         Returns True when training should stop."""
-        self._core.enforce()
+        self.enforce()
         if self._core.should_stop:
             return True
         if epoch % self.check_every != 0:
             return False
         acts = capture_probe(self.model, [self.layer], self.probe_x, self.batch_size,
                              progress=self.progress, desc="nnk early stopping")[self.layer]
-        stop = self._core.step(int(epoch), acts)
+        stop = self._core.update(int(epoch), self._score(acts))
         if self.verbose:
             self._report(epoch)
         return stop
@@ -157,8 +280,8 @@ class NNKEarlyStopping:
                   f"(best LOO error {self.best_score:.4f})")
 
     def remove(self):
-        """Removes the forward pre-hook / optimizer hook (frozen channels are then no longer
-        re-imposed)."""
+        """Removes the forward pre-hook and the optimizer hook (on torch < 2 the optimizer's
+        own step comes back); frozen channels are then no longer re-imposed."""
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
@@ -192,13 +315,17 @@ class NNKEarlyStopping:
         return dict(self._core.state_dict())
 
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """Restores :meth:`state_dict`; a state that does not fit (keys, sizes, this mode or
+        channel count) is refused with the callback unchanged."""
+        self._core.rebind(self._current_params())
         self._core.load_state_dict(dict(state))
         self._reported = set(self.frozen_channels)
-        self._core.enforce()
+        self.enforce()
 
 
 def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[torch.Tensor] = None,
-                  layer: str = "", k: int = 25, kernel: str = "cosine", reduce: str = "flatten",
+                  layer: str = "", k: int = 25, kernel: str = "cosine",
+                  reduce: Optional[str] = None,
                   max_points: int = 2000, batch_size: int = 500, seed: int = 0
                   ) -> List[Tuple[str, float]]:
     """Ranks models (or checkpoints) by the NNK leave-one-out error of ``layer``'s activations
@@ -208,6 +335,8 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
         models (dict[str, nn.Module]): candidates; ``layer`` must exist in each.
         probe, labels: as in :class:`NNKEarlyStopping`.
         layer (str): dotted module name (e.g. the penultimate layer).
+        reduce (str, optional): conv maps -> ``"avgpool"`` or ``"flatten"``. (default:
+            ``torch_geometry._C.DEFAULT_REDUCE``)
 
     Returns:
         list[(name, loo_error)], lowest error first.
@@ -224,4 +353,5 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
         resolve_layers(model, [layer])
         acts.append(capture_probe(model, [layer], x, batch_size)[layer])
         names.append(name)
+    reduce = _C.DEFAULT_REDUCE if reduce is None else reduce
     return [(n, float(e)) for n, e in _C.rank_models(names, acts, y, int(k), kernel, reduce)]

@@ -10,6 +10,7 @@ import torch
 
 from ._ops import ensure_loaded
 from .graph import NNKGraph
+from .metrics import loo_error
 
 ensure_loaded()
 
@@ -55,12 +56,12 @@ def channel_overlap(graphs: List[NNKGraph]) -> torch.Tensor:
 
 
 def channel_loo_error(graphs: List[NNKGraph], labels: torch.Tensor) -> torch.Tensor:
-    """Per-channel NNK leave-one-out label error (mean over nodes). Tensor[C] float64."""
-    labels = torch.as_tensor(labels).long()
-    num_classes = int(labels.max()) + 1
-    return torch.stack([
-        torch.ops.torch_geometry.nnk_loo_error(g.neighbors, g.weights, labels, num_classes)[0]
-        .double().mean() for g in graphs])
+    """Per-channel NNK leave-one-out label error: the 0/1 (hard) error of
+    :func:`torch_geometry.metrics.loo_error` averaged over nodes. Tensor[C] float64.
+    ``labels`` reach the operator as given (it checks them)."""
+    if not graphs:
+        raise ValueError("graphs is empty")
+    return torch.stack([loo_error(g, labels)[0].double().mean() for g in graphs])
 
 
 def channel_degree(graphs: List[NNKGraph]) -> torch.Tensor:

@@ -9,6 +9,7 @@ geometry.
 import difflib
 import json
 import os
+import sys
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -64,12 +65,22 @@ def materialize_probe(probe: Probe, labels: Optional[torch.Tensor] = None
     x = x.detach().cpu()
     if y is not None:
         y = torch.as_tensor(y).detach().cpu()
+        # The dtype and values are checked once, by the C++ core that uses them.
         if y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(f"labels should have shape [{x.shape[0]}] (one per probe input), "
                              f"got {tuple(y.shape)}")
-        if y.is_floating_point() or y.dtype == torch.bool:
-            raise ValueError(f"labels should be integer class indices, got {y.dtype}")
     return x, y
+
+
+def default_progress(progress: Optional[bool]) -> bool:
+    """``progress=None`` means: a tqdm bar only when stderr is a terminal (not in logs of
+    batch jobs or CI)."""
+    if progress is not None:
+        return bool(progress)
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
 
 def _first_tensor(output):
@@ -121,20 +132,25 @@ class ActivationCapture:
         return out
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
+def _model_device(model: nn.Module) -> Tuple[torch.device, Optional[torch.dtype]]:
+    """Where the model's tensors are, and their floating dtype (None if it has none)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.device, t.dtype
+    for t in model.buffers():
+        return t.device, None
+    return torch.device("cpu"), None
 
 
 def run_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 500,
               progress: bool = False, desc: str = "probe") -> Dict[str, torch.Tensor]:
     """Runs ``x`` through ``model`` in eval mode under no_grad and returns each layer's
-    activations ``[N, ...]`` on the CPU. The model's train/eval mode is restored after."""
+    activations ``[N, ...]`` on the CPU. Floating inputs take the model's dtype. The model's
+    train/eval mode is restored after."""
     was_training = model.training
-    device = _model_device(model)
+    device, dtype = _model_device(model)
+    if dtype is not None and x.is_floating_point():
+        x = x.to(dtype)   # a model moved by .double() / .half() after the probe was taken
     model.eval()
     try:
         with torch.no_grad(), ActivationCapture(model, layers) as cap:
@@ -209,13 +225,21 @@ class GeometryTracker:
             ``loo_error``, ``loo_soft_error`` and ``label_smoothness``.
         k (int): NNK candidates per node. (default: 25)
         kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
-        reduce (str): conv maps ``[N, C, H, W]`` -> ``"avgpool"`` (``[N, C]``) or
-            ``"flatten"`` (``[N, C*H*W]``). (default: ``"avgpool"``)
+        reduce (str, optional): conv maps ``[N, C, H, W]`` -> ``"avgpool"`` (``[N, C]``) or
+            ``"flatten"`` (``[N, C*H*W]``). (default: the package's one default,
+            ``torch_geometry._C.DEFAULT_REDUCE`` = ``"avgpool"``, shared with early stopping
+            and model selection so that a layer gets one LOO error)
         every (int): track every ``every``-th epoch (epochs with ``epoch % every == 0``).
         max_points (int): probe inputs kept (a fixed subset, stratified by label). (default: 2000)
         batch_size (int): probe batch size. (default: 500)
-        progress (bool): tqdm bar during the probe pass. (default: True)
+        progress (bool, optional): tqdm bar during the probe pass. (default: on when stderr
+            is a terminal)
         seed (int): seed of the probe subset. (default: 0)
+        alpha (float): Fukunaga-Olsen threshold of ``local_dim``. (default: 0.05)
+
+    Calling :meth:`on_epoch_end` again for the last recorded epoch records nothing and
+    returns that epoch's rows; :meth:`state_dict` / :meth:`load_state_dict` resume a run
+    (history and the graphs the next ``epoch_overlap`` compares with).
 
     Under ``torch.distributed``, each rank runs its shard of the probe set; activations are
     gathered so that every rank computes the same history.
@@ -223,8 +247,9 @@ class GeometryTracker:
 
     def __init__(self, model: nn.Module, layers: Sequence[str], probe: Probe,
                  labels: Optional[torch.Tensor] = None, k: int = 25, kernel: str = "cosine",
-                 reduce: str = "avgpool", every: int = 1, max_points: int = 2000,
-                 batch_size: int = 500, progress: bool = True, seed: int = 0, alpha: float = 0.05):
+                 reduce: Optional[str] = None, every: int = 1, max_points: int = 2000,
+                 batch_size: int = 500, progress: Optional[bool] = None, seed: int = 0,
+                 alpha: float = 0.05):
         if isinstance(layers, str):
             layers = [layers]
         if not isinstance(every, int) or every <= 0:
@@ -243,9 +268,11 @@ class GeometryTracker:
                              f"than k = {k} (pass more data or a smaller k)")
         self.every = every
         self.batch_size = batch_size
-        self.progress = progress
+        self.progress = default_progress(progress)
         options = _C.TrackerOptions()
-        options.k, options.kernel, options.reduce, options.alpha = int(k), kernel, reduce, float(alpha)
+        options.k, options.kernel, options.alpha = int(k), kernel, float(alpha)
+        if reduce is not None:
+            options.reduce = reduce
         self._core = _C.GeometryTrackerCore(self.layers, options)
         if self.probe_y is not None:
             self._core.set_labels(self.probe_y)
@@ -275,11 +302,23 @@ class GeometryTracker:
         """
         if epoch % self.every != 0:
             return None
+        if self._core.last_epoch == epoch:  # already recorded: no second probe pass
+            return self._core.step(int(epoch), {})
         acts = self.capture()
         try:
             return self._core.step(int(epoch), acts)
         finally:
             del acts
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """The tracker's state as tensors (for ``torch.save`` with a checkpoint): the
+        history and the last recorded epoch's graphs."""
+        return dict(self._core.state_dict())
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        """Restores :meth:`state_dict` into a tracker built with the same layers and options
+        (and probe set); a state that does not fit is refused and the tracker unchanged."""
+        self._core.load_state_dict(dict(state))
 
     @property
     def history(self) -> List[dict]:
@@ -313,7 +352,14 @@ def _write(text: str, path: Optional[str]) -> str:
 
 
 def load_history(path: str) -> List[dict]:
-    """Reads the ``history`` list of a JSON file written by :meth:`GeometryTracker.to_json`."""
-    with open(path) as f:
+    """Reads the ``history`` list of a JSON file written by :meth:`GeometryTracker.to_json`;
+    anything else raises a ``ValueError`` that says what was expected."""
+    with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    return data["history"] if isinstance(data, dict) else data
+    rows = data.get("history") if isinstance(data, dict) else data
+    required = ("epoch", "layer", "metric", "mean")
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and all(k in r for k in required) for r in rows):
+        raise ValueError(f"{path}: expected {{\"history\": [{{epoch, layer, metric, mean, ...}}, "
+                         f"...]}} as GeometryTracker.to_json writes it")
+    return rows

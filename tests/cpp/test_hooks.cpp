@@ -5,12 +5,14 @@
 #include <torch/torch.h>
 
 #include <cctype>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
 #include "hooks/early_stopping.h"
 #include "hooks/geometry_tracker.h"
+#include "hooks/json.h"
 #include "hooks/tap.h"
 
 namespace {
@@ -312,4 +314,129 @@ TEST(RankModelsCpp, BetterSeparatedActivationsRankFirst) {
   EXPECT_LT(ranked[0].second, ranked[1].second);
 }
 
+TEST(JsonCpp, StringsAreValidJsonWhateverTheBytes) {
+  using torch_geometry::hooks::json::quoted;
+  EXPECT_EQ(quoted("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
+  // Well-formed multi-byte characters pass through: e acute, euro sign, U+1F600.
+  EXPECT_EQ(quoted("\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"),
+            "\"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+  // Bytes that are not a well-formed sequence become U+FFFD, one per maximal subpart (as
+  // Python decodes them): a stray continuation byte, 0xff, a truncated euro sign (one),
+  // an overlong '/', a surrogate, > U+10FFFF (one per byte: no valid prefix).
+  EXPECT_EQ(quoted("\x80"), "\"\\ufffd\"");
+  EXPECT_EQ(quoted("a\xff" "b"), "\"a\\ufffdb\"");
+  EXPECT_EQ(quoted("\xe2\x82"), "\"\\ufffd\"");
+  EXPECT_EQ(quoted("\xe2\x82z"), "\"\\ufffdz\"");
+  EXPECT_EQ(quoted("\xc0\xaf"), "\"\\ufffd\\ufffd\"");
+  EXPECT_EQ(quoted("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(quoted("\xf4\x90\x80\x80"), "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");
+  EXPECT_EQ(quoted("\xe2\x82\xac\xe2"), "\"\xe2\x82\xac\\ufffd\"");
+}
+
+namespace {
+
+// The object holds a mutex, so it is neither copied nor moved: handed out by pointer.
+std::unique_ptr<hk::NNKEarlyStopping> scripted_stopper(const std::string& mode,
+                                                       int64_t patience,
+                                                       std::vector<torch::Tensor>* params,
+                                                       int64_t channels) {
+  hk::EarlyStoppingOptions opts;
+  opts.mode = mode;
+  opts.patience = patience;
+  auto stopper = std::make_unique<hk::NNKEarlyStopping>(opts);
+  *params = {torch::zeros({channels, 3}), torch::zeros({channels})};
+  stopper->watch(*params);
+  return stopper;
+}
+
 } // namespace
+
+TEST(NNKEarlyStoppingCpp, ScriptedScoresStopAtTheExactCheck) {
+  std::vector<torch::Tensor> params;
+  // Layer mode, patience 2: best at epoch 1, no improvement at 2 and 3 -> stop at 3.
+  auto layer_mode = scripted_stopper("layer", 2, &params, 1);
+  auto& layer = *layer_mode;
+  const std::vector<double> stream = {0.5, 0.4, 0.4, 0.45, 0.1};
+  int64_t stop = -1;
+  for (int64_t e = 0; e < static_cast<int64_t>(stream.size()); ++e) {
+    if (layer.update(e, {stream[e]})) {
+      stop = e;
+      break;
+    }
+  }
+  EXPECT_EQ(stop, 3);
+  EXPECT_EQ(layer.best_epoch(), 1);
+  // Channel mode, patience 1: channel 1 freezes at epoch 1, channel 0 at epoch 3.
+  auto channel_mode = scripted_stopper("channel", 1, &params, 2);
+  auto& channel = *channel_mode;
+  EXPECT_FALSE(channel.update(0, {0.5, 0.5}));
+  EXPECT_FALSE(channel.update(1, {0.4, 0.5}));
+  EXPECT_FALSE(channel.update(2, {0.3, 0.0}));
+  EXPECT_TRUE(channel.update(3, {0.3, 0.0}));
+  EXPECT_EQ(channel.frozen_epochs(), (std::vector<int64_t>{3, 1}));
+  EXPECT_EQ(channel.stopped_epoch(), 3);
+}
+
+TEST(NNKEarlyStoppingCpp, RefusedStateLeavesTheObjectAsItWas) {
+  std::vector<torch::Tensor> params;
+  auto owned = scripted_stopper("channel", 3, &params, 2);
+  auto& stopper = *owned;
+  stopper.update(0, {0.5, 0.5});
+  stopper.update(1, {0.6, 0.4});
+  const auto good = stopper.state_dict();
+  auto bad = good;
+  bad["wait"] = torch::zeros({0}, torch::kLong);
+  EXPECT_THROW(stopper.load_state_dict(bad), c10::Error);
+  bad = good;
+  bad["best_scores"] = torch::zeros({3}, torch::kDouble);
+  EXPECT_THROW(stopper.load_state_dict(bad), c10::Error);
+  bad = good;
+  bad["best_params.1"] = torch::zeros({5});
+  EXPECT_THROW(stopper.load_state_dict(bad), c10::Error);
+  const auto after = stopper.state_dict();
+  for (const auto& kv : good) EXPECT_TRUE(torch::equal(kv.second, after.at(kv.first))) << kv.first;
+  EXPECT_FALSE(stopper.update(2, {0.6, 0.3}));  // reads every vector: no overflow
+  EXPECT_EQ(stopper.wait_counts(), (std::vector<int64_t>{2, 0}));
+}
+
+TEST(NNKEarlyStoppingCpp, ThreadsShareOneObject) {
+  torch::manual_seed(4);
+  hk::EarlyStoppingOptions opts;
+  opts.patience = 100000;
+  opts.k = 5;
+  hk::NNKEarlyStopping stopper(opts);
+  auto y = torch::arange(48, torch::kLong) % 3;
+  stopper.set_labels(y);
+  auto weight = torch::zeros({4, 2});
+  auto bias = torch::zeros({4});
+  stopper.watch({weight, bias});
+  const auto acts = torch::relu(torch::randn({48, 4, 2, 2}));
+  const int per_thread = 8;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) stopper.step(t * 100 + i, acts);
+    });
+  }
+  threads.emplace_back([&] {
+    for (int i = 0; i < 300; ++i) {
+      stopper.enforce();
+      const auto state = stopper.state_dict();
+      stopper.to_json();
+      stopper.rebind({weight, bias});
+      stopper.load_state_dict(state);
+    }
+  });
+  for (auto& th : threads) th.join();
+  // Identical activations: one improvement, then one wait per check. Loading a snapshot
+  // can undo the checks made since it was taken, but every state, loaded or stepped, keeps
+  // wait = checks - 1: a torn state would not.
+  const int64_t checks = stopper.checks();
+  EXPECT_GE(checks, 1);
+  EXPECT_LE(checks, 3 * per_thread);
+  EXPECT_EQ(stopper.wait_counts(), std::vector<int64_t>(4, checks - 1));
+  EXPECT_EQ(stopper.last_scores().size(), 4u);
+}
+
+} // namespace
+

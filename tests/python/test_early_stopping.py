@@ -1,5 +1,6 @@
 """Channel-wise NNK graphs, NNK early stopping and model selection."""
 import copy
+import json
 
 import pytest
 import torch
@@ -57,6 +58,37 @@ def test_channel_python_api():
     assert O.shape == (4, 4)
     deg = tg.channelwise.channel_degree(graphs)
     assert torch.allclose(deg, torch.stack([g.degree.double().mean() for g in graphs]))
+
+
+def _naive_hard_loo(nbr, w, y):
+    """0/1 leave-one-out NNK interpolation error per node (ties to the lowest class)."""
+    out = []
+    classes = int(y.max()) + 1
+    for i in range(nbr.shape[0]):
+        votes = [0.0] * classes
+        for j, wij in zip(nbr[i].tolist(), w[i].tolist()):
+            if j >= 0 and wij > 0:
+                votes[int(y[j])] += wij
+        best = max(range(classes), key=lambda c: (votes[c], -c))
+        out.append(1.0 if sum(votes) == 0 or best != int(y[i]) else 0.0)
+    return sum(out) / len(out)
+
+
+def test_channel_loo_error_is_the_hard_error_of_each_channel():
+    torch.manual_seed(3)
+    y = torch.arange(120) % 3
+    a = torch.randn(120, 3, 2, 2)
+    a[:, 0] += y.view(-1, 1, 1).float()           # channel 0 carries the labels
+    graphs = tg.channelwise.channel_graphs(a, k=8)
+    err = tg.channelwise.channel_loo_error(graphs, y)
+    assert err.dtype == torch.float64 and err.shape == (3,)
+    soft = torch.stack([tg.metrics.loo_error(g, y)[1].double().mean() for g in graphs])
+    for c, g in enumerate(graphs):
+        assert err[c].item() == pytest.approx(_naive_hard_loo(g.neighbors, g.weights, y), abs=1e-12)
+    assert not torch.allclose(err, soft)         # the hard error, not the soft one
+    assert err[0] < err[1] and err[0] < err[2]
+    with pytest.raises(RuntimeError, match="class indices, got Float"):
+        tg.channelwise.channel_loo_error(graphs, y.float())   # not truncated on the way
 
 
 def test_channel_bad_input():
@@ -200,11 +232,14 @@ def test_early_stopping_bad_input(fmnist):
         NNKEarlyStopping(model, "relu2", x[:200])
     with pytest.raises(ValueError, match="check_every"):
         NNKEarlyStopping(model, "relu2", (x[:200], y[:200]), check_every=0)
-    with pytest.raises(ValueError, match="no convolution"):
+    # Channel mode needs [N, C, ...] outputs: refused when the callback is built.
+    with pytest.raises(RuntimeError, match=r"layer '0' outputs shape \(2, 10\)"):
         NNKEarlyStopping(nn.Sequential(nn.Linear(784, 10)), "0", (x[:200].flatten(1), y[:200]))
-    es = NNKEarlyStopping(model, "fc", (x[:200], y[:200]), k=10)
     with pytest.raises(RuntimeError, match=r"channel mode needs conv activations"):
-        es.step(0)
+        NNKEarlyStopping(model, "fc", (x[:200], y[:200]), k=10)
+    with pytest.raises(ValueError, match="no convolution with 1 output channels"):
+        NNKEarlyStopping(nn.Sequential(nn.MaxPool2d(1), nn.Conv2d(1, 6, 3)), "0",
+                         (x[:200], y[:200]), k=10)
     es = NNKEarlyStopping(model, "relu2", (x[:200], y[:200]), k=10)
     with pytest.raises(RuntimeError, match="missing key"):
         es.load_state_dict({})
@@ -241,6 +276,62 @@ def test_distributed_ranks_take_the_same_decisions(tmp_path):
     out = run_ranks(tmp_path, _WORKER)
     logs = [open(f"{out}.{r}").read() for r in range(2)]
     assert logs[0] == logs[1]
+
+
+# Rank 1 scores differently, as a CPU with other dot-product kernels would: the decision
+# must still be the same on both ranks (rank 0's), never a rank stopping alone.
+_MIXED_WORKER = r"""
+import json, os, sys, torch, torch.distributed as dist
+sys.path.insert(0, os.environ["TEST_DIR"])
+from test_early_stopping import Net, train_epoch
+from torch_geometry.callbacks import NNKEarlyStopping
+from torch_geometry.datasets import load_fashion_mnist
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+x, y = load_fashion_mnist("train", n=600, flatten=False)
+torch.manual_seed(0)
+model = Net()
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+es = NNKEarlyStopping(model, "relu2", (x[:200], y[:200]), patience=2, k=10, verbose=False,
+                      optimizer=opt)
+
+
+class OtherRounding:
+    def __init__(self, core):
+        self.core, self.calls = core, 0
+
+    def score(self, acts):
+        self.calls += 1
+        s = self.core.score(acts)
+        # Channels alternate between improving and not, differently from rank 0.
+        return [v - 0.1 * self.calls if (c + self.calls) % 2 else v + 0.5
+                for c, v in enumerate(s)]
+
+    def __getattr__(self, name):
+        return getattr(self.core, name)
+
+
+if rank == 1:
+    es._core = OtherRounding(es._core)
+log = []
+for epoch in range(10):
+    train_epoch(model, opt, x, y)
+    stop = es.step(epoch)
+    log.append([epoch, bool(stop), es.frozen_channels, es.last_scores])
+    if stop:
+        break
+with open(f"{out}.{rank}", "w") as f:
+    json.dump({"log": log, "weights": model.conv2.weight.flatten().tolist()}, f)
+dist.destroy_process_group()
+"""
+
+
+def test_distributed_decision_is_rank_zeros_even_when_ranks_score_differently(tmp_path):
+    out = run_ranks(tmp_path, _MIXED_WORKER)
+    results = [json.load(open(f"{out}.{r}")) for r in range(2)]
+    assert results[0]["log"] == results[1]["log"]
+    assert any(entry[2] for entry in results[0]["log"]), "some channel should have frozen"
+    assert results[0]["weights"] == results[1]["weights"]
 
 
 # ------------------------------------------------------------------ model selection

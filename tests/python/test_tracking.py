@@ -208,7 +208,8 @@ def test_bad_input():
         tg.GeometryTracker(model, ["conv1"], (x[:20], y[:20]))
     with pytest.raises(ValueError, match=r"labels should have shape \[60\]"):
         tg.GeometryTracker(model, ["conv1"], x, labels=y[:50], k=5)
-    with pytest.raises(ValueError, match="integer class indices"):
+    # Labels reach the C++ check as given (float labels are not truncated on the way).
+    with pytest.raises(RuntimeError, match="integer class indices, got Float"):
         tg.GeometryTracker(model, ["conv1"], x, labels=y.float(), k=5)
     for every in (0, -1, 1.5):
         with pytest.raises(ValueError, match="every should be a positive integer"):
@@ -258,3 +259,160 @@ def test_distributed_two_ranks_equal_single_process(tmp_path):
         assert (a["epoch"], a["layer"], a["metric"]) == (b["epoch"], b["layer"], b["metric"])
         for key in ("mean", "median", "q25", "q75"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["metric"], a["layer"], key)
+
+
+# ------------------------------------------------------------------ every metric, trained
+def _summary(values, include=None):
+    """The tracker's summary of a per-node metric, computed independently with numpy."""
+    import numpy as np
+
+    v = values.double().numpy()
+    keep = np.isfinite(v) if include is None else np.isfinite(v) & include.numpy()
+    v = np.sort(v[keep])
+    return {"count": len(v), "mean": v.mean(), "median": np.quantile(v, 0.5),
+            "q25": np.quantile(v, 0.25), "q75": np.quantile(v, 0.75), "min": v.min(),
+            "max": v.max()}
+
+
+def test_every_metric_of_two_trained_epochs_matches_a_direct_computation():
+    torch.manual_seed(0)
+    model = SmallCNN()
+    x, y = data(240)
+    layers, k, alpha = ["act1", "act2", "fc"], 8, 0.2      # alpha not the default 0.05
+    tracker = tg.GeometryTracker(model, layers, (x, y), k=k, alpha=alpha, progress=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    previous = None
+    for epoch in range(2):
+        for s in range(0, 240, 40):                     # train: the geometry moves
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[s:s + 40]), y[s:s + 40]).backward()
+            opt.step()
+        rows = tracker.on_epoch_end(epoch)
+        got = {(r["layer"], r["metric"]): r for r in rows}
+        acts = run_probe(model, layers, x)
+        graphs = {}
+        for i, layer in enumerate(layers):
+            a = acts[layer]
+            pts = a.mean(dim=(2, 3)) if a.dim() == 4 else a    # the default reduce: avgpool
+            g = tg.nnk_graph(pts, k)
+            graphs[layer] = g
+            m = tg.metrics.manifold_metrics(pts, g, alpha=alpha)
+            connected = m["degree"] > 0
+            hard, soft = tg.metrics.loo_error(g, y)
+            expected = {
+                "degree": _summary(m["degree"]),
+                "diameter": _summary(m["diameter"], connected),
+                "local_dim": _summary(m["local_dim"], connected),
+                "log_volume": _summary(m["log_volume"], connected),
+                "curvature": _summary(m["curvature"], connected),
+                "error": _summary(g.error),
+                "isolated": _summary((m["degree"] == 0).double()),
+                "loo_error": _summary(hard),
+                "loo_soft_error": _summary(soft),
+                "label_smoothness": _summary(
+                    torch.tensor([tg.metrics.label_smoothness(g, y)], dtype=torch.float64)),
+            }
+            if i > 0:
+                expected["layer_overlap"] = _summary(
+                    tg.metrics.neighborhood_overlap(g, graphs[layers[i - 1]]))
+            if previous is not None:
+                expected["epoch_overlap"] = _summary(
+                    tg.metrics.neighborhood_overlap(g, previous[layer]))
+            assert {mt for (l, mt) in got if l == layer} == set(expected), layer
+            for metric, want in expected.items():
+                row = got[(layer, metric)]
+                for stat, value in want.items():
+                    assert row[stat] == pytest.approx(value, rel=1e-9, abs=1e-12), \
+                        (epoch, layer, metric, stat)
+        if previous is not None:
+            # Training moved the graphs: the drift is measured, not a self-comparison.
+            assert got[("act2", "epoch_overlap")]["mean"] < 0.999
+        previous = graphs
+
+
+# ------------------------------------------------------------------ resume, repeats, tqdm
+def _perturb(model, epoch):
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(100 + epoch)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def test_state_dict_resumes_the_history_and_the_epoch_drift():
+    import io
+
+    x, y = data(120)
+    torch.manual_seed(0)
+    model = SmallCNN()
+    full = tg.GeometryTracker(model, ["conv1", "fc"], (x, y), k=6, progress=False)
+    for e in range(3):
+        _perturb(model, e)
+        full.on_epoch_end(e)
+    torch.manual_seed(0)
+    model = SmallCNN()
+    first = tg.GeometryTracker(model, ["conv1", "fc"], (x, y), k=6, progress=False)
+    for e in range(2):
+        _perturb(model, e)
+        first.on_epoch_end(e)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = tg.GeometryTracker(model, ["conv1", "fc"], (x, y), k=6, progress=False)
+    resumed.load_state_dict(torch.load(buf))
+    assert resumed.history == first.history
+    _perturb(model, 2)
+    rows = resumed.on_epoch_end(2)
+    assert any(r["metric"] == "epoch_overlap" for r in rows)
+    assert resumed.history == full.history
+    assert resumed.to_json() == full.to_json()
+
+
+def test_refused_tracker_state_leaves_it_unchanged():
+    x, y = data(80)
+    t = tg.GeometryTracker(SmallCNN(), ["conv1", "fc"], (x, y), k=5, progress=False)
+    t.on_epoch_end(0)
+    good = t.state_dict()
+    other = tg.GeometryTracker(SmallCNN(), ["fc"], (x, y), k=5, progress=False)
+    with pytest.raises(RuntimeError, match="the state tracks layers"):
+        other.load_state_dict(good)
+    bad_k = tg.GeometryTracker(SmallCNN(), ["conv1", "fc"], (x, y), k=7, progress=False)
+    with pytest.raises(RuntimeError, match=r"k = 7"):
+        bad_k.load_state_dict(good)
+    before = t.history
+    for key, value in [("history.layer", good["history.layer"] + 5),
+                       ("history.stats", good["history.stats"][:, :5]),
+                       ("history.epoch", good["history.epoch"].float()),
+                       ("last_epoch", torch.zeros(0, dtype=torch.long)),
+                       ("previous.fc.neighbors", good["previous.fc.neighbors"] + 1000)]:
+        with pytest.raises(RuntimeError, match="GeometryTracker.load_state_dict"):
+            t.load_state_dict({**good, key: value})
+        assert t.history == before, key
+    with pytest.raises(RuntimeError, match="missing key"):
+        t.load_state_dict({k: v for k, v in good.items() if k != "history.hist"})
+
+
+def test_the_same_epoch_twice_records_once_and_going_back_is_refused():
+    x, y = data(80)
+    t = tg.GeometryTracker(SmallCNN(), ["fc"], (x, y), k=5, progress=False)
+    rows = t.on_epoch_end(3)
+    assert t.on_epoch_end(3) == rows
+    assert len(t.history) == len(rows)
+    with pytest.raises(RuntimeError, match="comes before the last recorded epoch 3"):
+        t.on_epoch_end(2)
+    assert len(t.history) == len(rows)
+
+
+def test_progress_bars_default_off_when_stderr_is_not_a_terminal(monkeypatch):
+    import io
+
+    x, y = data(60)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert tg.GeometryTracker(SmallCNN(), ["fc"], (x, y), k=5).progress is False
+    assert tg.GeometryTracker(SmallCNN(), ["fc"], (x, y), k=5, progress=True).progress is True
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert tg.GeometryTracker(SmallCNN(), ["fc"], (x, y), k=5).progress is True

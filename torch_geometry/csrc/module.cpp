@@ -36,6 +36,24 @@ py::list rows_to_list(const std::vector<hk::HistoryRow>& rows) {
   return out;
 }
 
+// A C++ string that may hold bytes that are not UTF-8 (a stop reason loaded from a state
+// dict): undecodable bytes become U+FFFD instead of raising UnicodeDecodeError.
+py::str to_str(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+  if (o == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+// A getter that takes the object's lock: called without the GIL (a thread waiting for the
+// lock must not hold the GIL that the lock's holder may need), the result converted after.
+template <typename C, typename R>
+auto unlocked_get(R (C::*getter)() const) {
+  return [getter](const C& self) {
+    py::gil_scoped_release release;
+    return (self.*getter)();
+  };
+}
+
 } // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -58,6 +76,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("labels") = py::none(), py::arg("seed") = 0);
   m.def("reduce_activations", &hk::reduce_activations, py::arg("activations"),
         py::arg("reduce"));
+  m.attr("DEFAULT_REDUCE") = hk::kDefaultReduce;
 
   py::class_<hk::TrackerOptions>(m, "TrackerOptions")
       .def(py::init<>())
@@ -70,7 +89,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<hk::GeometryTracker>(m, "GeometryTrackerCore")
       .def(py::init<std::vector<std::string>, hk::TrackerOptions>(), py::arg("layers"),
            py::arg("options"))
-      .def("set_labels", &hk::GeometryTracker::set_labels, py::arg("labels"))
+      .def("set_labels", &hk::GeometryTracker::set_labels, py::arg("labels"),
+           py::call_guard<py::gil_scoped_release>())
       .def(
           "step",
           [](hk::GeometryTracker& self, int64_t epoch,
@@ -84,10 +104,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           py::arg("epoch"), py::arg("activations"))
       .def_property_readonly("history",
-                             [](const hk::GeometryTracker& self) { return rows_to_list(self.history()); })
+                             [](const hk::GeometryTracker& self) {
+                               std::vector<hk::HistoryRow> rows;
+                               {
+                                 py::gil_scoped_release release;
+                                 rows = self.history();
+                               }
+                               return rows_to_list(rows);
+                             })
+      .def_property_readonly("last_epoch", unlocked_get(&hk::GeometryTracker::last_epoch))
       .def_property_readonly("layers", &hk::GeometryTracker::layers)
-      .def("to_json", &hk::GeometryTracker::to_json)
-      .def("to_csv", &hk::GeometryTracker::to_csv);
+      .def("to_json", &hk::GeometryTracker::to_json, py::call_guard<py::gil_scoped_release>())
+      .def("to_csv", &hk::GeometryTracker::to_csv, py::call_guard<py::gil_scoped_release>())
+      .def("state_dict", &hk::GeometryTracker::state_dict,
+           py::call_guard<py::gil_scoped_release>())
+      .def("load_state_dict", &hk::GeometryTracker::load_state_dict, py::arg("state"),
+           py::call_guard<py::gil_scoped_release>());
 
   py::class_<hk::EarlyStoppingOptions>(m, "EarlyStoppingOptions")
       .def(py::init<>())
@@ -99,32 +131,40 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_readwrite("reduce", &hk::EarlyStoppingOptions::reduce)
       .def_readwrite("restore_best_weights", &hk::EarlyStoppingOptions::restore_best_weights);
 
-  py::class_<hk::NNKEarlyStopping>(m, "NNKEarlyStoppingCore")
+  using ES = hk::NNKEarlyStopping;
+  const auto released = py::call_guard<py::gil_scoped_release>();
+  py::class_<ES>(m, "NNKEarlyStoppingCore")
       .def(py::init<hk::EarlyStoppingOptions>(), py::arg("options"))
-      .def("set_labels", &hk::NNKEarlyStopping::set_labels, py::arg("labels"))
-      .def("watch", &hk::NNKEarlyStopping::watch, py::arg("params"))
-      .def(
-          "step",
-          [](hk::NNKEarlyStopping& self, int64_t epoch, const at::Tensor& acts) {
-            py::gil_scoped_release release;
-            return self.step(epoch, acts);
-          },
-          py::arg("epoch"), py::arg("activations"))
-      .def("enforce", &hk::NNKEarlyStopping::enforce)
-      .def("mask_gradients", &hk::NNKEarlyStopping::mask_gradients)
-      .def_property_readonly("last_scores", &hk::NNKEarlyStopping::last_scores)
-      .def_property_readonly("best_scores", &hk::NNKEarlyStopping::best_scores)
-      .def_property_readonly("wait_counts", &hk::NNKEarlyStopping::wait_counts)
-      .def_property_readonly("frozen_channels", &hk::NNKEarlyStopping::frozen_channels)
-      .def_property_readonly("best_score", &hk::NNKEarlyStopping::best_score)
-      .def_property_readonly("best_epoch", &hk::NNKEarlyStopping::best_epoch)
-      .def_property_readonly("stopped_epoch", &hk::NNKEarlyStopping::stopped_epoch)
-      .def_property_readonly("should_stop", &hk::NNKEarlyStopping::should_stop)
-      .def_property_readonly("checks", &hk::NNKEarlyStopping::checks)
-      .def_property_readonly("stop_reason", &hk::NNKEarlyStopping::stop_reason)
-      .def("to_json", &hk::NNKEarlyStopping::to_json)
-      .def("state_dict", &hk::NNKEarlyStopping::state_dict)
-      .def("load_state_dict", &hk::NNKEarlyStopping::load_state_dict, py::arg("state"));
+      .def("set_labels", &ES::set_labels, py::arg("labels"), released)
+      .def("watch", &ES::watch, py::arg("params"), released)
+      .def("rebind", &ES::rebind, py::arg("params"), released)
+      .def("step", &ES::step, py::arg("epoch"), py::arg("activations"), released)
+      .def("score", &ES::score, py::arg("activations"), released)
+      .def("update", &ES::update, py::arg("epoch"), py::arg("scores"), released)
+      .def("enforce", &ES::enforce, released)
+      .def("mask_gradients", &ES::mask_gradients, released)
+      .def_property_readonly("last_scores", unlocked_get(&ES::last_scores))
+      .def_property_readonly("best_scores", unlocked_get(&ES::best_scores))
+      .def_property_readonly("wait_counts", unlocked_get(&ES::wait_counts))
+      .def_property_readonly("frozen_channels", unlocked_get(&ES::frozen_channels))
+      .def_property_readonly("frozen_epochs", unlocked_get(&ES::frozen_epochs))
+      .def_property_readonly("best_score", unlocked_get(&ES::best_score))
+      .def_property_readonly("best_epoch", unlocked_get(&ES::best_epoch))
+      .def_property_readonly("stopped_epoch", unlocked_get(&ES::stopped_epoch))
+      .def_property_readonly("should_stop", unlocked_get(&ES::should_stop))
+      .def_property_readonly("checks", unlocked_get(&ES::checks))
+      .def_property_readonly("stop_reason",
+                             [](const ES& self) {
+                               std::string reason;
+                               {
+                                 py::gil_scoped_release release;
+                                 reason = self.stop_reason();
+                               }
+                               return to_str(reason);
+                             })
+      .def("to_json", &ES::to_json, released)
+      .def("state_dict", &ES::state_dict, released)
+      .def("load_state_dict", &ES::load_state_dict, py::arg("state"), released);
 
   m.def(
       "rank_models",
