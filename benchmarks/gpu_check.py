@@ -48,7 +48,7 @@ METRIC_TOL = 1e-4
 
 
 # ---------------------------------------------------------------- data
-def fmnist_activations(n: int, device: str):
+def fmnist_activations(n: int):
     """Fashion-MNIST through a fixed seeded CNN: (conv activations [n, 8, 7, 7],
     flattened features [n, 392], labels [n]), float32 on CPU."""
     x, y = load_fashion_mnist("train", n=n, flatten=False)
@@ -153,7 +153,7 @@ class Checker:
 
     def run_all(self, path: str, small: bool):
         n = 600 if small else 4000
-        conv, feats, labels = fmnist_activations(n, self.device)
+        conv, feats, labels = fmnist_activations(n)
         sets = {"fmnist-act": feats, "flat3-R64": flat_manifold(n, 1), "sphere": sphere(n, 2)}
         k = 10 if small else 30
         for data, x in sets.items():
