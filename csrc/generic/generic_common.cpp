@@ -1,0 +1,194 @@
+#include "generic_common.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+namespace torch_geometry {
+namespace generic {
+
+int64_t rows_for_budget(int64_t bytes_per_row, int64_t max_rows) {
+  int64_t budget = int64_t(256) << 20;
+  if (const char* env = std::getenv("TORCH_GEOMETRY_GENERIC_BUDGET")) {
+    const long long v = std::atoll(env);
+    if (v > 0) {
+      budget = v;
+    }
+  }
+  const int64_t rows = budget / std::max<int64_t>(1, bytes_per_row);
+  return std::max<int64_t>(1, std::min<int64_t>(rows, std::max<int64_t>(1, max_rows)));
+}
+
+void check_directed_graph(
+    const at::Tensor& neighbors,
+    const at::Tensor& weights,
+    int64_t n,
+    const char* op,
+    const char* name) {
+  TORCH_CHECK(
+      neighbors.dim() == 2,
+      op,
+      ": neighbors",
+      name,
+      " should be a 2-D tensor [N, k], got shape ",
+      neighbors.sizes());
+  TORCH_CHECK(
+      neighbors.scalar_type() == at::kLong,
+      op,
+      ": neighbors",
+      name,
+      " should be int64, got ",
+      neighbors.scalar_type());
+  TORCH_CHECK(
+      weights.sizes() == neighbors.sizes(),
+      op,
+      ": weights",
+      name,
+      " should have the shape of neighbors",
+      name,
+      " ",
+      neighbors.sizes(),
+      ", got ",
+      weights.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(weights.scalar_type()),
+      op,
+      ": weights",
+      name,
+      " should be floating (float32/float64), got ",
+      weights.scalar_type());
+  const int64_t nodes = n < 0 ? neighbors.size(0) : n;
+  TORCH_CHECK(
+      neighbors.size(0) == nodes,
+      op,
+      ": the graph",
+      name,
+      " should have N = ",
+      nodes,
+      " rows, got ",
+      neighbors.size(0));
+  if (neighbors.numel() == 0) {
+    return;
+  }
+  TORCH_CHECK(
+      weights.device() == neighbors.device(),
+      op,
+      ": weights",
+      name,
+      " should be on the device of neighbors",
+      name,
+      " (",
+      neighbors.device(),
+      "), got ",
+      weights.device());
+  // One transfer of four scalars instead of four synchronising .item() calls.
+  const at::Tensor bad_w = at::logical_not(at::isfinite(weights) & (weights >= 0)).any();
+  const at::Tensor bad_pad = ((neighbors < 0) & (weights > 0)).any();
+  const at::Tensor stats =
+      at::stack({neighbors.min(), neighbors.max(), bad_w.to(at::kLong), bad_pad.to(at::kLong)})
+          .cpu();
+  const int64_t* s = stats.data_ptr<int64_t>();
+  TORCH_CHECK(
+      s[0] >= -1 && s[1] < nodes,
+      op,
+      ": neighbors",
+      name,
+      " should hold indices in [0, N) or -1 (padding) with N = ",
+      nodes,
+      ", got values in [",
+      s[0],
+      ", ",
+      s[1],
+      "]");
+  TORCH_CHECK(
+      s[2] == 0,
+      op,
+      ": weights",
+      name,
+      " should be finite and >= 0, got a negative, NaN or Inf value");
+  TORCH_CHECK(
+      s[3] == 0,
+      op,
+      ": weights",
+      name,
+      " should be 0 on padding slots (neighbors",
+      name,
+      " == -1), got a positive weight there");
+}
+
+void check_labels(const at::Tensor& labels, int64_t n, int64_t num_classes, const char* op) {
+  TORCH_CHECK(
+      labels.scalar_type() == at::kLong,
+      op,
+      ": labels should be int64 class indices, got ",
+      labels.scalar_type());
+  TORCH_CHECK(
+      labels.dim() == 1 && labels.size(0) == n,
+      op,
+      ": labels should have shape [N] = [",
+      n,
+      "] (one per graph node), got ",
+      labels.sizes());
+  if (n == 0) {
+    return;
+  }
+  const at::Tensor range = at::stack({labels.min(), labels.max()}).cpu();
+  const int64_t lo = range.data_ptr<int64_t>()[0];
+  const int64_t hi = range.data_ptr<int64_t>()[1];
+  TORCH_CHECK(lo >= 0, op, ": labels should be >= 0, got ", lo);
+  TORCH_CHECK(
+      num_classes < 0 || hi < num_classes,
+      op,
+      ": labels should be < num_classes = ",
+      num_classes,
+      ", got ",
+      hi);
+}
+
+PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel) {
+  PreparedPoints pts;
+  pts.x = x;
+  const int64_t n = x.size(0);
+  const int64_t d = x.size(1);
+  // Squared norms in float64, a block of rows at a time: no float64 copy of all of x.
+  pts.sq_norm = at::empty({n}, x.options().dtype(at::kDouble));
+  const int64_t rows = rows_for_budget(2 * d * 8, n);
+  for (int64_t r0 = 0; r0 < n; r0 += rows) {
+    const int64_t nr = std::min(rows, n - r0);
+    pts.sq_norm.narrow(0, r0, nr).copy_(x.narrow(0, r0, nr).to(at::kDouble).square().sum(1));
+  }
+  const at::Tensor positive = pts.sq_norm > 0;
+  pts.inv_norm = at::where(positive, pts.sq_norm.rsqrt(), at::zeros_like(pts.sq_norm));
+  pts.valid = kernel == Kernel::Cosine ? positive : at::ones_like(positive);
+  return pts;
+}
+
+at::Tensor resolve_sigma(SigmaMode mode, double sigma, const at::Tensor& far_sq) {
+  // A sigma of 0 (every candidate a duplicate) would give 0/0; such nodes only ever use the
+  // duplicate rule, so any positive floor works (the CPU kernel's floor).
+  const double floor = 1e-150;
+  if (mode == SigmaMode::Fixed) {
+    return at::full_like(far_sq, sigma);
+  }
+  if (mode == SigmaMode::Local) {
+    return at::where(far_sq > 0, (far_sq.clamp_min(0).sqrt() / 3.0).clamp_min(floor),
+                     at::full_like(far_sq, floor));
+  }
+  const at::Tensor has = far_sq >= 0;
+  const at::Tensor count = has.sum();
+  const at::Tensor sum = at::where(has, far_sq.clamp_min(0).sqrt(), at::zeros_like(far_sq)).sum();
+  // count == 0: no node has a candidate; sigma is then never used, 1 as in the CPU kernel.
+  const at::Tensor s = at::where(count > 0, (sum / count.clamp_min(1) / 3.0).clamp_min(floor),
+                                 at::ones_like(sum));
+  return s.expand_as(far_sq).contiguous();
+}
+
+at::Tensor kernel_value(Kernel kernel, const at::Tensor& raw, const at::Tensor& sigma) {
+  if (kernel == Kernel::Cosine) {
+    return 0.5 * (1.0 + raw);
+  }
+  return at::exp(-raw / (2.0 * sigma * sigma));
+}
+
+} // namespace generic
+} // namespace torch_geometry

@@ -1,0 +1,80 @@
+// Device-generic nnk_loo_error and label_smoothness (rules of
+// csrc/cpu/label_metrics_kernel.cpp): class masses by scatter_add over the support.
+#include <torch/library.h>
+
+#include "generic_common.h"
+
+namespace torch_geometry {
+namespace generic {
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> nnk_loo_error_generic(
+    const at::Tensor& neighbors,
+    const at::Tensor& weights,
+    const at::Tensor& labels,
+    int64_t num_classes) {
+  constexpr const char* op = "nnk_loo_error";
+  check_directed_graph(neighbors, weights, -1, op);
+  TORCH_CHECK(num_classes >= 1, op, ": num_classes should be >= 1, got ", num_classes);
+  const int64_t n = neighbors.size(0);
+  check_labels(labels, n, num_classes, op);
+
+  const at::Tensor on = (neighbors >= 0) & (weights > 0);
+  const at::Tensor w = weights.to(at::kDouble).masked_fill(at::logical_not(on), 0.0);
+  const at::Tensor y_nb = labels.index_select(0, neighbors.clamp_min(0).reshape({-1})).view(neighbors.sizes());
+  const at::Tensor mass = at::zeros({n, num_classes}, w.options()).scatter_add_(1, y_nb, w);
+  const at::Tensor total = w.sum(1);
+  // argmax returns the first maximum: ties go to the lowest class.
+  const at::Tensor best = mass.argmax(1);
+  const at::Tensor own = mass.gather(1, labels.unsqueeze(1)).squeeze(1);
+  const at::Tensor isolated = total <= 0;
+  at::Tensor hard = (best != labels).to(at::kDouble);
+  at::Tensor soft = (1.0 - own / total.clamp_min(1e-300)).clamp_min(0.0);
+  hard = hard.masked_fill(isolated, 1.0);
+  soft = soft.masked_fill(isolated, 1.0);
+  const auto dtype = weights.scalar_type();
+  return std::make_tuple(hard.to(dtype), soft.to(dtype));
+}
+
+double label_smoothness_generic(
+    const at::Tensor& neighbors,
+    const at::Tensor& weights,
+    const at::Tensor& labels) {
+  constexpr const char* op = "label_smoothness";
+  check_directed_graph(neighbors, weights, -1, op);
+  const int64_t n = neighbors.size(0);
+  check_labels(labels, n, -1, op);
+  if (neighbors.numel() == 0) {
+    return 0.0;
+  }
+  const at::Tensor on = (neighbors >= 0) & (weights > 0);
+  const at::Tensor w = weights.to(at::kDouble).masked_fill(at::logical_not(on), 0.0);
+  const at::Tensor y_nb = labels.index_select(0, neighbors.clamp_min(0).reshape({-1})).view(neighbors.sizes());
+  const at::Tensor cross = (w * (y_nb != labels.unsqueeze(1)).to(at::kDouble)).sum();
+  const at::Tensor sums = at::stack({cross, w.sum()}).cpu();
+  const double c = sums.data_ptr<double>()[0], total = sums.data_ptr<double>()[1];
+  return total > 0 ? c / total : 0.0;
+}
+
+} // namespace
+
+TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
+  m.def(
+      "_generic_nnk_loo_error(Tensor neighbors, Tensor weights, Tensor labels, int num_classes) "
+      "-> (Tensor hard, Tensor soft)");
+  m.def("_generic_label_smoothness(Tensor neighbors, Tensor weights, Tensor labels) -> float");
+}
+
+TORCH_LIBRARY_IMPL(torch_geometry, CompositeExplicitAutograd, m) {
+  m.impl("_generic_nnk_loo_error", &nnk_loo_error_generic);
+  m.impl("_generic_label_smoothness", &label_smoothness_generic);
+}
+
+TORCH_LIBRARY_IMPL(torch_geometry, CUDA, m) {
+  m.impl("nnk_loo_error", &nnk_loo_error_generic);
+  m.impl("label_smoothness", &label_smoothness_generic);
+}
+
+} // namespace generic
+} // namespace torch_geometry
