@@ -87,7 +87,7 @@ $(BUILD2)/.built: $(SOURCES) $(wildcard tests/cpp/*.cpp) $(VENV2)/.created
 	cmake -S . -B $(BUILD2) -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_INSTALL_PREFIX=$(abspath $(INSTALL2)) \
 	  -DCMAKE_PREFIX_PATH=$$($(TORCH2_PREFIX)) \
-	  -DTORCH_GEOMETRY_PYTHON=$(abspath $(PYTHON2))
+	  -DTORCH_GEOMETRY_PYTHON=$(abspath $(PYTHON2)) -DTORCH_GEOMETRY_CUDA_ARCHITECTURES=90
 	cmake --build $(BUILD2) -j $(JOBS)
 	cmake --install $(BUILD2) > /dev/null
 	touch $@
