@@ -52,6 +52,110 @@ SigmaMode parse_sigma(
   return sigma_mode == "local" ? SigmaMode::Local : SigmaMode::Mean;
 }
 
+SymmetrizeMode parse_symmetrize(c10::string_view mode, const char* op) {
+  if (mode == "none") {
+    return SymmetrizeMode::None;
+  }
+  if (mode == "max") {
+    return SymmetrizeMode::Max;
+  }
+  if (mode == "mean") {
+    return SymmetrizeMode::Mean;
+  }
+  if (mode == "min_error") {
+    return SymmetrizeMode::MinError;
+  }
+  TORCH_CHECK(
+      false,
+      op,
+      ": mode should be \"none\", \"max\", \"mean\" or \"min_error\", got \"",
+      std::string(mode.data(), mode.size()),
+      "\"");
+}
+
+Reduce parse_reduce(c10::string_view reduce, const char* op) {
+  if (reduce == "flatten") {
+    return Reduce::Flatten;
+  }
+  if (reduce == "avgpool") {
+    return Reduce::AvgPool;
+  }
+  TORCH_CHECK(
+      false,
+      op,
+      ": reduce should be \"flatten\" or \"avgpool\", got \"",
+      std::string(reduce.data(), reduce.size()),
+      "\"");
+}
+
+void check_no_grad(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(
+      !t.requires_grad(),
+      op,
+      ": ",
+      name,
+      " requires grad, but torch_geometry operators are not differentiable: pass ",
+      name,
+      ".detach()");
+}
+
+Labels check_labels(
+    const at::Tensor& labels,
+    int64_t n,
+    const char* op,
+    int64_t num_classes) {
+  TORCH_CHECK(
+      labels.dim() == 1,
+      op,
+      ": labels should be a 1-D tensor [N], got shape ",
+      labels.sizes());
+  const auto dtype = labels.scalar_type();
+  TORCH_CHECK(
+      at::isIntegralType(dtype, /*includeBool=*/false),
+      op,
+      ": labels should be integer class indices (int64, int32, ...), got ",
+      dtype);
+  TORCH_CHECK(
+      n < 0 || labels.size(0) == n,
+      op,
+      ": labels should have shape [N] = [",
+      n,
+      "] (one per node), got ",
+      labels.sizes());
+  TORCH_CHECK(labels.size(0) >= 1, op, ": labels are empty (N = 0)");
+  TORCH_CHECK(
+      num_classes < 0 || (num_classes >= 1 && num_classes <= kMaxClasses),
+      op,
+      ": num_classes should be in [1, ",
+      kMaxClasses,
+      "], got ",
+      num_classes);
+  at::Tensor y = labels.detach().to(at::kCPU, at::kLong).contiguous();
+  const int64_t* p = y.data_ptr<int64_t>();
+  int64_t lo = p[0];
+  int64_t hi = p[0];
+  for (int64_t i = 1; i < y.numel(); ++i) {
+    lo = std::min(lo, p[i]);
+    hi = std::max(hi, p[i]);
+  }
+  TORCH_CHECK(lo >= 0, op, ": labels should be >= 0, got ", lo);
+  TORCH_CHECK(
+      hi < kMaxClasses,
+      op,
+      ": labels should be class indices < ",
+      kMaxClasses,
+      ", got ",
+      hi);
+  TORCH_CHECK(
+      num_classes < 0 || hi < num_classes,
+      op,
+      ": labels should be < num_classes = ",
+      num_classes,
+      ", got ",
+      hi);
+  return Labels{y, num_classes < 0 ? hi + 1 : num_classes};
+}
+
 bool all_finite(const at::Tensor& x) {
   if (!x.device().is_cpu() || (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble)) {
     return at::isfinite(x).all().item<bool>();
@@ -101,6 +205,7 @@ void check_points(const at::Tensor& x, const char* op) {
       op,
       ": x should be float32 or float64, got ",
       x.scalar_type());
+  check_no_grad(x, op, "x");
   TORCH_CHECK(x.size(0) >= 1, op, ": x is empty (N = 0 points)");
   TORCH_CHECK(x.size(1) >= 1, op, ": x has no features (D = 0)");
   TORCH_CHECK(all_finite(x), op, ": x should hold finite values, got NaN or Inf");

@@ -2,6 +2,8 @@
 
 #include <ATen/Dispatch.h>
 
+#include "common.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -45,6 +47,8 @@ void check_directed_graph(
       name,
       " should be floating (float32/float64), got ",
       weights.scalar_type());
+  check_no_grad(neighbors, op, "neighbors");
+  check_no_grad(weights, op, "weights");
   const int64_t nodes = n < 0 ? neighbors.size(0) : n;
   TORCH_CHECK(
       neighbors.size(0) == nodes,
@@ -64,8 +68,10 @@ void check_directed_graph(
   const at::Tensor w_t = weights.contiguous();
   const int64_t* nb = nb_t.data_ptr<int64_t>();
   const int64_t count = nb_t.numel();
+  const int64_t k = nb_t.size(1);
   int64_t lo = nb[0];
   int64_t hi = nb[0];
+  int64_t self_loop = -1;  // a node listed as its own neighbour
   bool weights_ok = true;
   bool padding_ok = true;
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -77,6 +83,9 @@ void check_directed_graph(
           const double t = static_cast<double>(w[e]);
           weights_ok = weights_ok && std::isfinite(t) && t >= 0;
           padding_ok = padding_ok && !(nb[e] < 0 && t > 0);
+          if (nb[e] == e / k && self_loop < 0) {
+            self_loop = nb[e];
+          }
         }
       });
   TORCH_CHECK(
@@ -105,6 +114,38 @@ void check_directed_graph(
       " should be 0 on padding slots (neighbors",
       name,
       " == -1), got a positive weight there");
+  TORCH_CHECK(
+      self_loop < 0,
+      op,
+      ": neighbors",
+      name,
+      " should not list a node as its own neighbour (no self-loops), got node ",
+      self_loop,
+      " in its own row");
+}
+
+void check_directed_graph(
+    const at::Tensor& neighbors,
+    const at::Tensor& weights,
+    const at::Tensor& error,
+    const char* op) {
+  check_directed_graph(neighbors, weights, -1, op);
+  const int64_t n = neighbors.size(0);
+  check_no_grad(error, op, "error");
+  TORCH_CHECK(
+      error.dim() == 1 && error.size(0) == n,
+      op,
+      ": error should have shape [N] = [",
+      n,
+      "], got ",
+      error.sizes());
+  TORCH_CHECK(
+      at::isFloatingType(error.scalar_type()),
+      op,
+      ": error should be floating (float32/float64), got ",
+      error.scalar_type());
+  TORCH_CHECK(
+      all_finite(error), op, ": error should hold finite values, got NaN or Inf");
 }
 
 } // namespace torch_geometry

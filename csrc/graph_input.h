@@ -6,15 +6,25 @@
 
 namespace torch_geometry {
 
-// Checks one directed graph: neighbors 2-D int64 with values in [-1, N), weights floating of
-// the same shape, every weight finite and >= 0, and no weight > 0 on a -1 padding slot.
-// `n` is the number of nodes the caller expects (neighbors.size(0) when < 0); `op` names the
-// operator and `name` the graph ("" or e.g. "_a") in the error messages.
+// The one checker of a user-given directed graph, for every operator that reads one
+// (nnk_symmetrize, the metrics ops, channel_overlap): neighbors 2-D int64 [N, k] with values
+// in [0, N) or -1 (padding), weights floating of the same shape, every weight finite and
+// >= 0, no weight > 0 on a padding slot, no node listed as its own neighbour (the label
+// metrics are leave-one-out only because the graph never holds i itself), and neither
+// tensor requiring grad. `n` is the number of nodes the caller expects (neighbors.size(0)
+// when < 0); `op` names the operator and `name` the graph ("" or e.g. "_a") in the errors.
 void check_directed_graph(
     const at::Tensor& neighbors,
     const at::Tensor& weights,
     int64_t n,
     const char* op,
     const char* name = "");
+
+// The same, with the per-node reconstruction error [N] (floating, finite) of nnk_graph.
+void check_directed_graph(
+    const at::Tensor& neighbors,
+    const at::Tensor& weights,
+    const at::Tensor& error,
+    const char* op);
 
 } // namespace torch_geometry

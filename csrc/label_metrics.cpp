@@ -10,7 +10,7 @@ std::tuple<at::Tensor, at::Tensor> nnk_loo_error(
     const at::Tensor& neighbors,
     const at::Tensor& weights,
     const at::Tensor& labels,
-    int64_t num_classes) {
+    c10::optional<int64_t> num_classes) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torch_geometry::nnk_loo_error", "")
                        .typed<decltype(nnk_loo_error)>();
@@ -30,7 +30,7 @@ double label_smoothness(
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
       "nnk_loo_error(Tensor neighbors, Tensor weights, Tensor labels, "
-      "int num_classes) -> (Tensor hard, Tensor soft)");
+      "int? num_classes=None) -> (Tensor hard, Tensor soft)");
   m.def(
       "label_smoothness(Tensor neighbors, Tensor weights, Tensor labels) "
       "-> float");

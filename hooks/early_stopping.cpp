@@ -23,22 +23,16 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 at::Tensor check_labels(const at::Tensor& labels, const char* who, int64_t* num_classes) {
-  TORCH_CHECK(labels.dim() == 1, who, ": labels should be 1-D [N], got shape ", labels.sizes());
-  TORCH_CHECK(!at::isFloatingType(labels.scalar_type()) && !labels.is_complex() &&
-                  labels.scalar_type() != at::kBool,
-              who, ": labels should be integer class indices, got ", labels.scalar_type());
-  at::Tensor y = labels.detach().to(at::kCPU, at::kLong).contiguous();
-  TORCH_CHECK(y.numel() > 0, who, ": labels are empty");
-  TORCH_CHECK(y.min().item<int64_t>() >= 0, who, ": labels should be >= 0, got ",
-              y.min().item<int64_t>());
-  *num_classes = y.max().item<int64_t>() + 1;
-  return y;
+  const Labels lab = torch_geometry::check_labels(labels, -1, who);
+  *num_classes = lab.num_classes;
+  return lab.y;
 }
 
 double layer_loo_error(const at::Tensor& x, const at::Tensor& labels, int64_t num_classes,
                        int64_t k, const std::string& kernel) {
   at::Tensor nbr, w, err;
-  std::tie(nbr, w, err) = ops::nnk_graph(x, k, kernel, c10::nullopt, "mean", c10::nullopt, 1e-10);
+  std::tie(nbr, w, err) = ops::nnk_graph(x, k, kernel, c10::nullopt, kDefaultSigmaMode, c10::nullopt,
+                                          kDefaultThreshold);
   return std::get<0>(ops::nnk_loo_error(nbr, w, labels, num_classes)).to(at::kDouble).mean().item<double>();
 }
 
@@ -52,10 +46,8 @@ NNKEarlyStopping::NNKEarlyStopping(EarlyStoppingOptions options) : options_(std:
   TORCH_CHECK(std::isfinite(options_.min_delta) && options_.min_delta >= 0, who,
               ": min_delta should be a finite number >= 0, got ", options_.min_delta);
   TORCH_CHECK(options_.k >= 1, who, ": k should be >= 1, got ", options_.k);
-  TORCH_CHECK(options_.kernel == "cosine" || options_.kernel == "gaussian", who,
-              ": kernel should be \"cosine\" or \"gaussian\", got \"", options_.kernel, "\"");
-  TORCH_CHECK(options_.reduce == "flatten" || options_.reduce == "avgpool", who,
-              ": reduce should be \"flatten\" or \"avgpool\", got \"", options_.reduce, "\"");
+  parse_kernel(options_.kernel, who);
+  parse_reduce(options_.reduce, who);
 }
 
 void NNKEarlyStopping::set_labels(const at::Tensor& labels) {
@@ -124,7 +116,7 @@ std::vector<double> NNKEarlyStopping::score(const at::Tensor& activations) const
   at::Tensor a = activations.detach().to(at::kCPU);
   if (a.scalar_type() != at::kDouble) a = a.to(at::kFloat);
   at::Tensor nbr, w, err;
-  std::tie(nbr, w, err) = ops::channel_nnk_graph(a, options_.k, options_.kernel, 1e-10);
+  std::tie(nbr, w, err) = ops::channel_nnk_graph(a, options_.k, options_.kernel, kDefaultThreshold);
   std::vector<double> out(a.size(1));
   for (int64_t c = 0; c < a.size(1); ++c) {
     out[c] = std::get<0>(ops::nnk_loo_error(nbr[c], w[c], labels, num_classes))

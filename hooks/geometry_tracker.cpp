@@ -21,15 +21,14 @@ using json::number;
 using json::quoted;
 
 at::Tensor reduce_activations(const at::Tensor& activations, const std::string& reduce) {
-  TORCH_CHECK(reduce == "avgpool" || reduce == "flatten",
-              "GeometryTracker: reduce should be \"avgpool\" or \"flatten\", got \"", reduce, "\"");
+  const Reduce mode = parse_reduce(reduce, "GeometryTracker");
   TORCH_CHECK(activations.dim() >= 2,
               "GeometryTracker: activations should be [N, ...] with at least 2 dims, got shape ",
               activations.sizes());
   at::Tensor a = activations.detach().to(at::kCPU);
   if (a.scalar_type() != at::kDouble) a = a.to(at::kFloat);
   if (a.dim() == 2) return a;
-  if (reduce == "avgpool") {
+  if (mode == Reduce::AvgPool) {
     std::vector<int64_t> dims;
     for (int64_t d = 2; d < a.dim(); ++d) dims.push_back(d);
     return a.mean(dims);
@@ -45,34 +44,18 @@ GeometryTracker::GeometryTracker(std::vector<std::string> layers, TrackerOptions
     TORCH_CHECK(seen.insert(l).second, "GeometryTracker: layer \"", l, "\" is listed twice");
   }
   TORCH_CHECK(options_.k >= 1, "GeometryTracker: k should be >= 1, got ", options_.k);
-  TORCH_CHECK(options_.kernel == "cosine" || options_.kernel == "gaussian",
-              "GeometryTracker: kernel should be \"cosine\" or \"gaussian\", got \"",
-              options_.kernel, "\"");
-  TORCH_CHECK(options_.reduce == "avgpool" || options_.reduce == "flatten",
-              "GeometryTracker: reduce should be \"avgpool\" or \"flatten\", got \"",
-              options_.reduce, "\"");
+  parse_kernel(options_.kernel, "GeometryTracker");
+  parse_reduce(options_.reduce, "GeometryTracker");
   TORCH_CHECK(options_.alpha > 0 && options_.alpha < 1,
               "GeometryTracker: alpha should be in (0, 1), got ", options_.alpha);
   TORCH_CHECK(options_.bins >= 1, "GeometryTracker: bins should be >= 1, got ", options_.bins);
 }
 
 void GeometryTracker::set_labels(const at::Tensor& labels) {
-  TORCH_CHECK(labels.dim() == 1, "GeometryTracker: labels should be 1-D [N], got shape ",
-              labels.sizes());
-  TORCH_CHECK(!at::isFloatingType(labels.scalar_type()) && !labels.is_complex() &&
-                  labels.scalar_type() != at::kBool,
-              "GeometryTracker: labels should be integer class indices, got ",
-              labels.scalar_type());
-  at::Tensor y = labels.detach().to(at::kCPU, at::kLong).contiguous();
-  int64_t num_classes = 0;
-  if (y.numel() > 0) {
-    TORCH_CHECK(y.min().item<int64_t>() >= 0, "GeometryTracker: labels should be >= 0, got ",
-                y.min().item<int64_t>());
-    num_classes = y.max().item<int64_t>() + 1;
-  }
+  const Labels lab = check_labels(labels, -1, "GeometryTracker");
   std::lock_guard<std::mutex> lock(mutex_);
-  num_classes_ = num_classes;
-  labels_ = y;
+  num_classes_ = lab.num_classes;
+  labels_ = lab.y;
 }
 
 std::vector<HistoryRow> GeometryTracker::step(
@@ -129,7 +112,8 @@ std::vector<HistoryRow> GeometryTracker::step(
                 "\" has non-finite activations at epoch ", epoch);
     at::Tensor nbr, w, err;
     std::tie(nbr, w, err) = ops::nnk_graph(x, options_.k, options_.kernel, c10::nullopt,
-                                           "mean", c10::nullopt, 1e-10);
+                                           kDefaultSigmaMode, c10::nullopt,
+                                           kDefaultThreshold);
     at::Tensor degree, diameter, local_dim, log_volume, curvature;
     std::tie(degree, diameter, local_dim, log_volume, curvature) =
         ops::manifold_metrics(x, nbr, w, options_.kernel, options_.alpha);

@@ -6,6 +6,8 @@
 #include <random>
 #include <vector>
 
+#include "../csrc/common.h"
+
 namespace torch_geometry {
 namespace hooks {
 
@@ -23,12 +25,7 @@ at::Tensor probe_subset(
   } else {
     std::mt19937_64 rng(seed);
     if (labels.has_value() && labels->defined()) {
-      const at::Tensor& y = *labels;
-      TORCH_CHECK(y.dim() == 1 && y.size(0) == n, "probe_subset: labels should have shape [", n,
-                  "], got ", y.sizes());
-      TORCH_CHECK(!at::isFloatingType(y.scalar_type()) && !y.is_complex(),
-                  "probe_subset: labels should be integer class indices, got ", y.scalar_type());
-      const at::Tensor yl = y.to(at::kCPU, at::kLong).contiguous();
+      const at::Tensor yl = check_labels(*labels, n, "probe_subset").y;
       const int64_t* p = yl.data_ptr<int64_t>();
       std::map<int64_t, std::vector<int64_t>> by_class;
       for (int64_t i = 0; i < n; ++i) by_class[p[i]].push_back(i);

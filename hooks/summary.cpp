@@ -14,7 +14,12 @@ double quantile_sorted(const std::vector<double>& v, double q) {
   const size_t lo = static_cast<size_t>(std::floor(pos));
   const size_t hi = std::min(lo + 1, v.size() - 1);
   const double frac = pos - static_cast<double>(lo);
-  return v[lo] + (v[hi] - v[lo]) * frac;
+  const double gap = v[hi] - v[lo];
+  // gap overflows when the two have opposite signs near DBL_MAX (and inf * 0 is NaN).
+  if (!std::isfinite(gap)) {
+    return frac == 0.0 ? v[lo] : v[lo] * (1.0 - frac) + v[hi] * frac;
+  }
+  return v[lo] + gap * frac;
 }
 
 } // namespace
@@ -46,19 +51,28 @@ Summary summarize(const at::Tensor& values, int64_t bins, const c10::optional<at
     return s;
   }
   std::sort(v.begin(), v.end());
+  // Sums and ranges are taken relative to a power of two near the largest magnitude (exact,
+  // so ordinary values give the same bits): a sum of values near DBL_MAX, or a range
+  // max - min above DBL_MAX, would overflow, and an infinite bin width made NaN bin
+  // indices (cast to int64).
+  const double top = std::max(std::abs(v.front()), std::abs(v.back()));
+  const double unit = top > 0 ? std::ldexp(1.0, std::ilogb(top)) : 1.0;
   double sum = 0.0;
-  for (double x : v) sum += x;
-  s.mean = sum / static_cast<double>(v.size());
+  for (double x : v) sum += x / unit;
+  s.mean = sum / static_cast<double>(v.size()) * unit;
   s.median = quantile_sorted(v, 0.5);
   s.q25 = quantile_sorted(v, 0.25);
   s.q75 = quantile_sorted(v, 0.75);
   s.min = v.front();
   s.max = v.back();
-  const double width = (s.max - s.min) / static_cast<double>(bins);
+  const double lo = s.min / unit;
+  const double width = (s.max / unit - lo) / static_cast<double>(bins);  // finite
   s.bin_edges.resize(bins + 1);
-  for (int64_t b = 0; b <= bins; ++b) s.bin_edges[b] = s.min + width * static_cast<double>(b);
+  for (int64_t b = 0; b <= bins; ++b) {
+    s.bin_edges[b] = (lo + width * static_cast<double>(b)) * unit;
+  }
   for (double x : v) {
-    int64_t b = width > 0 ? static_cast<int64_t>((x - s.min) / width) : 0;
+    const int64_t b = width > 0 ? static_cast<int64_t>((x / unit - lo) / width) : 0;
     s.hist[std::min(b, bins - 1)] += 1;
   }
   return s;

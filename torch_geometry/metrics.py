@@ -114,12 +114,8 @@ def manifold_metrics(x: torch.Tensor, graph: Any, alpha: float = 0.05,
 
 
 def _labels(labels: Any) -> torch.Tensor:
-    labels = torch.as_tensor(labels)
-    # Other integer types are widened; float or bool labels reach the operator, which refuses
-    # them with a message naming the dtype.
-    if labels.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32):
-        labels = labels.long()
-    return labels
+    # The operators check labels (dtype, shape, range) and derive num_classes themselves.
+    return torch.as_tensor(labels)
 
 
 def loo_error(graph: Any, labels: Any,
@@ -139,10 +135,8 @@ def loo_error(graph: Any, labels: Any,
         without edges counts as an error (hard = soft = 1). ``hard.mean()`` is the LOO error.
     """
     neighbors, weights, _, _ = _directed(graph)
-    labels = _labels(labels)
-    if num_classes is None:
-        num_classes = int(labels.max()) + 1 if labels.numel() and not labels.is_floating_point() else 1
-    return _ops().nnk_loo_error(neighbors, weights, labels, int(num_classes))
+    return _ops().nnk_loo_error(neighbors, weights, _labels(labels),
+                                None if num_classes is None else int(num_classes))
 
 
 def label_smoothness(graph: Any, labels: Any) -> float:

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "../common.h"
 #include "../graph_input.h"
 #include "../graph_overlap.h"
 
@@ -20,10 +21,17 @@ using Entry = std::pair<int64_t, double>;  // (neighbour, row-normalised weight)
 // listed twice in a row (user-built graphs) is merged by adding its weights.
 void support(const int64_t* nb, const double* w, int64_t k, std::vector<Entry>& out) {
   out.clear();
-  double total = 0.0;
+  // Weights relative to the row's largest first: sums of weights near DBL_MAX would
+  // overflow and turn every p into 0.
+  double top = 0.0;
   for (int64_t c = 0; c < k; ++c) {
     if (nb[c] >= 0 && w[c] > 0) {
-      out.emplace_back(nb[c], w[c]);
+      top = std::max(top, w[c]);
+    }
+  }
+  for (int64_t c = 0; c < k; ++c) {
+    if (nb[c] >= 0 && w[c] > 0) {
+      out.emplace_back(nb[c], w[c] / top);
     }
   }
   std::sort(out.begin(), out.end());
@@ -36,6 +44,7 @@ void support(const int64_t* nb, const double* w, int64_t k, std::vector<Entry>& 
     }
   }
   out.resize(kept);
+  double total = 0.0;
   for (const Entry& e : out) {
     total += e.second;
   }
@@ -77,38 +86,39 @@ std::tuple<at::Tensor, at::Tensor> neighborhood_overlap_kernel(
   double* jac_p = jaccard.data_ptr<double>();
   double* wov_p = weighted.data_ptr<double>();
 
-#pragma omp parallel for num_threads(at::get_num_threads()) schedule(dynamic, 16)
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_chunks(n, 16, [&](int64_t i0, int64_t i1) {
     std::vector<Entry> sa;
     std::vector<Entry> sb;
-    support(nba + i * ka, wa + i * ka, ka, sa);
-    support(nbb + i * kb, wb + i * kb, kb, sb);
-    if (sa.empty() && sb.empty()) {
-      jac_p[i] = 1.0;
-      wov_p[i] = 1.0;
-      continue;
-    }
-    // Merge of two sorted lists.
-    size_t ia = 0;
-    size_t ib = 0;
-    int64_t common = 0;
-    double shared = 0.0;
-    while (ia < sa.size() && ib < sb.size()) {
-      if (sa[ia].first < sb[ib].first) {
-        ++ia;
-      } else if (sb[ib].first < sa[ia].first) {
-        ++ib;
-      } else {
-        ++common;
-        shared += std::min(sa[ia].second, sb[ib].second);
-        ++ia;
-        ++ib;
+    for (int64_t i = i0; i < i1; ++i) {
+      support(nba + i * ka, wa + i * ka, ka, sa);
+      support(nbb + i * kb, wb + i * kb, kb, sb);
+      if (sa.empty() && sb.empty()) {
+        jac_p[i] = 1.0;
+        wov_p[i] = 1.0;
+        continue;
       }
+      // Merge of two sorted lists.
+      size_t ia = 0;
+      size_t ib = 0;
+      int64_t common = 0;
+      double shared = 0.0;
+      while (ia < sa.size() && ib < sb.size()) {
+        if (sa[ia].first < sb[ib].first) {
+          ++ia;
+        } else if (sb[ib].first < sa[ia].first) {
+          ++ib;
+        } else {
+          ++common;
+          shared += std::min(sa[ia].second, sb[ib].second);
+          ++ia;
+          ++ib;
+        }
+      }
+      const int64_t united = static_cast<int64_t>(sa.size() + sb.size()) - common;
+      jac_p[i] = static_cast<double>(common) / static_cast<double>(united);
+      wov_p[i] = std::min(1.0, shared);
     }
-    const int64_t united = static_cast<int64_t>(sa.size() + sb.size()) - common;
-    jac_p[i] = static_cast<double>(common) / static_cast<double>(united);
-    wov_p[i] = std::min(1.0, shared);
-  }
+  });
   return std::make_tuple(jaccard, weighted);
 }
 

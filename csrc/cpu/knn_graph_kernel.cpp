@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_kernel(
         }
       }
     }
-    sig = cpu::resolve_sigma(mode, sigma.value_or(0.0), far_sq);
+    sig = cpu::resolve_sigma(mode, sigma.value_or(0.0) / pts.scale, far_sq);
   }
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t l = 0; l < k; ++l) {

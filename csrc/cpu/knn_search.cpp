@@ -224,11 +224,74 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
   });
 }
 
+// The power of two 2^e with 2^e <= v < 2^(e+1) (1 for v = 0): dividing by it is exact.
+double pow2_below(double v) {
+  return v > 0 ? std::ldexp(1.0, std::ilogb(v)) : 1.0;
+}
+
+// The rescaled copy of PreparedPoints (see knn_search.h).
+at::Tensor rescaled(const at::Tensor& x, Kernel kernel, double* scale) {
+  const at::Tensor xc = x.contiguous();
+  const int64_t n = xc.size(0);
+  const int64_t d = xc.size(1);
+  at::Tensor out = at::empty_like(xc);
+  AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "rescaled", [&] {
+    const scalar_t* X = xc.data_ptr<scalar_t>();
+    scalar_t* O = out.data_ptr<scalar_t>();
+    if (kernel == Kernel::Cosine) {
+      at::parallel_for(0, n, 256, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          double top = 0.0;
+          for (int64_t j = 0; j < d; ++j) {
+            top = std::max(top, std::abs(static_cast<double>(X[i * d + j])));
+          }
+          const double inv = 1.0 / pow2_below(top);
+          for (int64_t j = 0; j < d; ++j) {
+            O[i * d + j] = static_cast<scalar_t>(static_cast<double>(X[i * d + j]) * inv);
+          }
+        }
+      });
+      return;
+    }
+    // Column means in double, each summed relative to its first value (no overflow at
+    // |x| ~ DBL_MAX / N, exact for a column of equal values).
+    std::vector<double> mean(static_cast<size_t>(d), 0.0);
+    at::parallel_for(0, d, 16, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const double ref = static_cast<double>(X[j]);
+        double acc = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          acc += (static_cast<double>(X[i * d + j]) - ref) / static_cast<double>(n);
+        }
+        mean[j] = ref + acc;
+      }
+    });
+    std::vector<double> row_top(static_cast<size_t>(n), 0.0);
+    at::parallel_for(0, n, 256, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = 0; j < d; ++j) {
+          row_top[i] = std::max(row_top[i], std::abs(static_cast<double>(X[i * d + j]) - mean[j]));
+        }
+      }
+    });
+    const double s = pow2_below(*std::max_element(row_top.begin(), row_top.end()));
+    *scale = s;
+    at::parallel_for(0, n, 256, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = 0; j < d; ++j) {
+          O[i * d + j] = static_cast<scalar_t>((static_cast<double>(X[i * d + j]) - mean[j]) / s);
+        }
+      }
+    });
+  });
+  return out;
+}
+
 } // namespace
 
 PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel) {
   PreparedPoints pts;
-  pts.x = x.contiguous();
+  pts.x = rescaled(x, kernel, &pts.scale);
   const int64_t n = x.size(0);
   const int64_t d = x.size(1);
   // Squared norms accumulated in double, row by row: no double copy of x (that copy and

@@ -12,16 +12,22 @@
 namespace torch_geometry {
 namespace cpu {
 
-// Points ready for a kernel, without copying them (x is only made contiguous):
-// the cosine kernel works on x_i * inv_norm[i]; the Gaussian kernel uses sq_norm.
-// `valid[i]` is 0 for an all-zero row under the cosine kernel (no direction: such a node
-// gets no edges and is nobody's candidate), 1 otherwise.
+// Points ready for a kernel. Products are taken on a rescaled copy of x (in x's dtype), so
+// that no square over- or underflows and no difference cancels:
+//   cosine:   row i divided by a power of two near its max |x_i| (cos does not change);
+//   gaussian: x minus its mean (distances do not change under translation), divided by one
+//             power of two near the largest |value| left; distances here are 1 / scale of
+//             the caller's, so a fixed sigma is divided by `scale` too.
+// Powers of two make the division exact: data of moderate magnitude gives the same bits
+// as unscaled. `valid[i]` is 0 for an all-zero row under the cosine kernel (no direction:
+// such a node gets no edges and is nobody's candidate), 1 otherwise.
 struct PreparedPoints {
-  at::Tensor x;                  // [N, D], x's dtype, contiguous
-  std::vector<double> inv_norm;  // cosine: 1 / ||x_i|| (0 for zero rows)
-  std::vector<double> sq_norm;   // ||x_i||^2
+  at::Tensor x;                  // [N, D], x's dtype, contiguous, rescaled as above
+  std::vector<double> inv_norm;  // cosine: 1 / ||x_i|| (0 for zero rows), of the copy
+  std::vector<double> sq_norm;   // ||x_i||^2, of the copy
   std::vector<char> valid;       // [N]
   int64_t num_invalid = 0;
+  double scale = 1.0;            // gaussian: caller distance = scale * distance here
 };
 
 PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel);
@@ -50,7 +56,10 @@ inline double kernel_value(Kernel kernel, double raw, double sigma) {
   if (kernel == Kernel::Cosine) {
     return 0.5 * (1.0 + raw);
   }
-  return std::exp(-raw / (2.0 * sigma * sigma));
+  // raw / sigma / sigma rather than raw / (2 sigma^2): sigma^2 underflows to 0 for
+  // sigma < ~1e-162 and would give 0 / 0 = NaN; this form gives 1 at raw = 0 and 0 when
+  // the ratio overflows, never NaN.
+  return std::exp(-0.5 * (raw / sigma / sigma));
 }
 
 } // namespace cpu

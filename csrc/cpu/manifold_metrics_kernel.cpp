@@ -5,10 +5,6 @@
 
 #include <Eigen/Dense>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -16,6 +12,7 @@
 #include "../common.h"
 #include "../graph_input.h"
 #include "../manifold_metrics.h"
+#include "simd_dot.h"
 
 namespace torch_geometry {
 namespace ops {
@@ -46,150 +43,6 @@ void product(const Lhs& lhs, const Rhs& rhs, MatrixXd& out) {
     block.noalias() = lhs.middleRows(r0, rn) * rhs;
     out.middleRows(r0, rn) = block;
   }
-}
-
-// out[r * ldo + c] = a[r] . b[c] (accumulated in double) for D-vectors given by pointers,
-// of float or double. This is the bulk of the work (Gram matrices of the polytopes,
-// projections of the neighbourhoods on the local subspaces), at sizes (tens of short rows,
-// D in the hundreds) where a register-blocked dot kernel beats a packed GEMM. The AVX2/FMA
-// version is chosen at run time, so the library still runs on any x86-64 (and builds
-// elsewhere); results may differ between the two paths in the last bits, never with the
-// thread count.
-template <typename A, typename B>
-void cross_dots_generic(
-    const A* const* a,
-    Index na,
-    const B* const* b,
-    Index nb,
-    Index dim,
-    double* out,
-    Index ldo) {
-  for (Index r = 0; r < na; ++r) {
-    for (Index c = 0; c < nb; ++c) {
-      double sum = 0.0;
-      for (Index e = 0; e < dim; ++e) {
-        sum += static_cast<double>(a[r][e]) * static_cast<double>(b[c][e]);
-      }
-      out[r * ldo + c] = sum;
-    }
-  }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define TG_HAVE_AVX2_DOTS 1
-
-__attribute__((target("avx2,fma"))) inline __m256d load4(const double* p) {
-  return _mm256_loadu_pd(p);
-}
-
-__attribute__((target("avx2,fma"))) inline __m256d load4(const float* p) {
-  return _mm256_cvtps_pd(_mm_loadu_ps(p));
-}
-
-template <int RA, int RB, typename A, typename B>
-__attribute__((target("avx2,fma"))) inline void dots_block_avx2(
-    const A* const* a,
-    const B* const* b,
-    Index dim,
-    double* out,
-    Index ldo) {
-  __m256d acc[RA][RB];
-  for (int r = 0; r < RA; ++r) {
-    for (int c = 0; c < RB; ++c) {
-      acc[r][c] = _mm256_setzero_pd();
-    }
-  }
-  Index d = 0;
-  for (; d + 4 <= dim; d += 4) {
-    __m256d bv[RB];
-    for (int c = 0; c < RB; ++c) {
-      bv[c] = load4(b[c] + d);
-    }
-    for (int r = 0; r < RA; ++r) {
-      const __m256d av = load4(a[r] + d);
-      for (int c = 0; c < RB; ++c) {
-        acc[r][c] = _mm256_fmadd_pd(av, bv[c], acc[r][c]);
-      }
-    }
-  }
-  for (int r = 0; r < RA; ++r) {
-    for (int c = 0; c < RB; ++c) {
-      alignas(32) double lanes[4];
-      _mm256_store_pd(lanes, acc[r][c]);
-      double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-      for (Index e = d; e < dim; ++e) {
-        sum += static_cast<double>(a[r][e]) * static_cast<double>(b[c][e]);
-      }
-      out[r * ldo + c] = sum;
-    }
-  }
-}
-
-template <int RA, typename A, typename B>
-__attribute__((target("avx2,fma"))) void dots_rows_avx2(
-    const A* const* a,
-    const B* const* b,
-    Index nb,
-    Index dim,
-    double* out,
-    Index ldo) {
-  Index c = 0;
-  for (; c + 3 <= nb; c += 3) {
-    dots_block_avx2<RA, 3>(a, b + c, dim, out + c, ldo);
-  }
-  if (nb - c == 2) {
-    dots_block_avx2<RA, 2>(a, b + c, dim, out + c, ldo);
-  } else if (nb - c == 1) {
-    dots_block_avx2<RA, 1>(a, b + c, dim, out + c, ldo);
-  }
-}
-
-template <typename A, typename B>
-__attribute__((target("avx2,fma"))) void cross_dots_avx2(
-    const A* const* a,
-    Index na,
-    const B* const* b,
-    Index nb,
-    Index dim,
-    double* out,
-    Index ldo) {
-  Index r = 0;
-  for (; r + 4 <= na; r += 4) {
-    dots_rows_avx2<4>(a + r, b, nb, dim, out + r * ldo, ldo);
-  }
-  switch (na - r) {
-    case 3:
-      dots_rows_avx2<3>(a + r, b, nb, dim, out + r * ldo, ldo);
-      break;
-    case 2:
-      dots_rows_avx2<2>(a + r, b, nb, dim, out + r * ldo, ldo);
-      break;
-    case 1:
-      dots_rows_avx2<1>(a + r, b, nb, dim, out + r * ldo, ldo);
-      break;
-    default:
-      break;
-  }
-}
-#endif
-
-template <typename A, typename B>
-void cross_dots(
-    const A* const* a,
-    Index na,
-    const B* const* b,
-    Index nb,
-    Index dim,
-    double* out,
-    Index ldo) {
-#ifdef TG_HAVE_AVX2_DOTS
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) {
-    cross_dots_avx2(a, na, b, nb, dim, out, ldo);
-    return;
-  }
-#endif
-  cross_dots_generic(a, na, b, nb, dim, out, ldo);
 }
 
 // The NNK supports of all nodes in CSR form: node i's neighbours index[offset[i] ..
@@ -310,132 +163,140 @@ void compute_metrics(
   // that T_i = V_i coef_i are the top left singular vectors. Storing coef rather than T
   // keeps the memory at O(N k^2) instead of O(N D k).
   std::vector<MatrixXd> coef(n);
-#pragma omp parallel for num_threads(at::get_num_threads()) schedule(dynamic, 16)
-  for (int64_t pos = 0; pos < n; ++pos) {
-    const int64_t i = order[pos];
-    const Index s = sup.degree(i);
-    out.degree[i] = s;
-    if (s == 0) {
-      continue;
-    }
-    MatrixXd v;
-    polytope(pts, i, sup, v);
-    std::vector<const double*> cols(static_cast<size_t>(s));
-    for (Index c = 0; c < s; ++c) {
-      cols[c] = v.col(c).data();
-    }
-    MatrixXd g(s, s);
-    cross_dots(cols.data(), s, cols.data(), s, dim, g.data(), s);  // symmetric: layout moot
-
-    // Squared distances from the Gram matrix of the centred points: ||x_a - x_i||^2 = g_aa,
-    // ||x_a - x_b||^2 = g_aa + g_bb - 2 g_ab. On the unit sphere 1 - cos = ||.||^2 / 2.
-    double max_sq = 0.0;
-    for (Index a = 0; a < s; ++a) {
-      max_sq = std::max(max_sq, g(a, a));
-      for (Index b = 0; b < a; ++b) {
-        max_sq = std::max(max_sq, g(a, a) + g(b, b) - 2.0 * g(a, b));
+  parallel_chunks(n, 16, [&](int64_t pos0, int64_t pos1) {
+    for (int64_t pos = pos0; pos < pos1; ++pos) {
+      const int64_t i = order[pos];
+      const Index s = sup.degree(i);
+      out.degree[i] = s;
+      if (s == 0) {
+        continue;
       }
-    }
-    out.diameter[i] = cosine ? 0.5 * max_sq : std::sqrt(max_sq);
-
-    // Squared singular values of V = eigenvalues of V^T V (ascending in Eigen's order).
-    Eigen::SelfAdjointEigenSolver<MatrixXd> eig(g);
-    const VectorXd& lam = eig.eigenvalues();
-    const double top = lam(s - 1);
-    Index ld = 0;
-    if (top > 0) {
-      while (ld < s && lam(s - 1 - ld) > alpha * top) {
-        ++ld;
+      MatrixXd v;
+      polytope(pts, i, sup, v);
+      std::vector<const double*> cols(static_cast<size_t>(s));
+      for (Index c = 0; c < s; ++c) {
+        cols[c] = v.col(c).data();
       }
+      // Gram matrix by the shared dot-product engine (dot(a, b) == dot(b, a) bitwise, so g
+      // is exactly symmetric).
+      MatrixXd g(s, s);
+      for (Index c = 0; c < s; ++c) {
+        cpu::dot_many(cols[c], cols.data(), static_cast<int>(s), dim, g.col(c).data());
+      }
+
+      // Squared distances from the Gram matrix of the centred points: ||x_a - x_i||^2 = g_aa,
+      // ||x_a - x_b||^2 = g_aa + g_bb - 2 g_ab. On the unit sphere 1 - cos = ||.||^2 / 2.
+      double max_sq = 0.0;
+      for (Index a = 0; a < s; ++a) {
+        max_sq = std::max(max_sq, g(a, a));
+        for (Index b = 0; b < a; ++b) {
+          max_sq = std::max(max_sq, g(a, a) + g(b, b) - 2.0 * g(a, b));
+        }
+      }
+      out.diameter[i] = cosine ? 0.5 * max_sq : std::sqrt(max_sq);
+
+      // Squared singular values of V = eigenvalues of V^T V (ascending in Eigen's order).
+      Eigen::SelfAdjointEigenSolver<MatrixXd> eig(g);
+      const VectorXd& lam = eig.eigenvalues();
+      const double top = lam(s - 1);
+      Index ld = 0;
+      if (top > 0) {
+        while (ld < s && lam(s - 1 - ld) > alpha * top) {
+          ++ld;
+        }
+      }
+      out.local_dim[i] = ld;
+      double vol = 0.0;
+      coef[i].resize(s, ld);
+      for (Index r = 0; r < ld; ++r) {
+        vol += 0.5 * std::log(lam(s - 1 - r) / static_cast<double>(s));
+        coef[i].col(r) = eig.eigenvectors().col(s - 1 - r) / std::sqrt(lam(s - 1 - r));
+      }
+      out.log_volume[i] = vol;
     }
-    out.local_dim[i] = ld;
-    double vol = 0.0;
-    coef[i].resize(s, ld);
-    for (Index r = 0; r < ld; ++r) {
-      vol += 0.5 * std::log(lam(s - 1 - r) / static_cast<double>(s));
-      coef[i].col(r) = eig.eigenvectors().col(s - 1 - r) / std::sqrt(lam(s - 1 - r));
-    }
-    out.log_volume[i] = vol;
-  }
+  });
 
   // Pass 2: curvature. For node i and each j in S_i, T_i^T T_j = (T_i^T V_j) coef_j, and
   // every V_j is a difference of points of Q_i = union over j in S_i of {j} and S_j. So one
   // product P = T_i^T X_{Q_i} (local_dim_i x |Q_i|) serves all of i's edges, with no
   // D-dimensional basis stored per node.
   const int64_t* ld_p = out.local_dim;
-#pragma omp parallel for num_threads(at::get_num_threads()) schedule(dynamic, 16)
-  for (int64_t pos = 0; pos < n; ++pos) {
-    const int64_t i = order[pos];
-    const Index ldi = ld_p[i];
-    if (ldi == 0) {
-      continue;
-    }
-    const int64_t* si = sup.index.data() + sup.offset[i];
-    const Index s = sup.degree(i);
-    std::vector<int64_t> q;
-    for (Index c = 0; c < s; ++c) {
-      const int64_t j = si[c];
-      if (ld_p[j] > 0) {
-        q.push_back(j);
-        q.insert(q.end(), sup.index.begin() + sup.offset[j], sup.index.begin() + sup.offset[j + 1]);
+  parallel_chunks(n, 16, [&](int64_t pos0, int64_t pos1) {
+    for (int64_t pos = pos0; pos < pos1; ++pos) {
+      const int64_t i = order[pos];
+      const Index ldi = ld_p[i];
+      if (ldi == 0) {
+        continue;
       }
-    }
-    if (q.empty()) {
-      continue;  // every neighbour's own neighbours coincide with it: no subspace to compare
-    }
-    std::sort(q.begin(), q.end());
-    q.erase(std::unique(q.begin(), q.end()), q.end());
-    const Index nq = static_cast<Index>(q.size());
-    const auto column = [&q](int64_t node) {
-      return static_cast<Index>(std::lower_bound(q.begin(), q.end(), node) - q.begin());
-    };
+      const int64_t* si = sup.index.data() + sup.offset[i];
+      const Index s = sup.degree(i);
+      std::vector<int64_t> q;
+      for (Index c = 0; c < s; ++c) {
+        const int64_t j = si[c];
+        if (ld_p[j] > 0) {
+          q.push_back(j);
+          q.insert(q.end(), sup.index.begin() + sup.offset[j], sup.index.begin() + sup.offset[j + 1]);
+        }
+      }
+      if (q.empty()) {
+        continue;  // every neighbour's own neighbours coincide with it: no subspace to compare
+      }
+      std::sort(q.begin(), q.end());
+      q.erase(std::unique(q.begin(), q.end()), q.end());
+      const Index nq = static_cast<Index>(q.size());
+      const auto column = [&q](int64_t node) {
+        return static_cast<Index>(std::lower_bound(q.begin(), q.end(), node) - q.begin());
+      };
 
-    // T_i^T, one row per singular direction: row r = V_i coef_i[:, r].
-    MatrixXd v;
-    polytope(pts, i, sup, v);
-    RowMatrix t(ldi, dim);
-    for (Index r = 0; r < ldi; ++r) {
-      t.row(r).noalias() = (v * coef[i].col(r)).transpose();
-    }
-    std::vector<const double*> rows(static_cast<size_t>(ldi));
-    for (Index r = 0; r < ldi; ++r) {
-      rows[r] = t.row(r).data();
-    }
-    std::vector<const scalar_t*> points(static_cast<size_t>(nq));
-    for (Index c = 0; c < nq; ++c) {
-      points[c] = pts.row(q[c]);
-    }
-    // P, column-major (column q = T_i^T x_q, contiguous), from the raw rows, then scaled.
-    MatrixXd p(ldi, nq);
-    cross_dots(points.data(), nq, rows.data(), ldi, dim, p.data(), ldi);
-    for (Index c = 0; c < nq; ++c) {
-      p.col(c) *= pts.scale[q[c]];
-    }
+      // T_i^T, one row per singular direction: row r = V_i coef_i[:, r].
+      MatrixXd v;
+      polytope(pts, i, sup, v);
+      RowMatrix t(ldi, dim);
+      for (Index r = 0; r < ldi; ++r) {
+        t.row(r).noalias() = (v * coef[i].col(r)).transpose();
+      }
+      std::vector<const double*> rows(static_cast<size_t>(ldi));
+      for (Index r = 0; r < ldi; ++r) {
+        rows[r] = t.row(r).data();
+      }
+      // P, column-major (column q = T_i^T x_q, contiguous), from the raw rows (in double,
+      // the engine's dtype here), then scaled.
+      MatrixXd p(ldi, nq);
+      std::vector<double> xq(static_cast<size_t>(dim));
+      for (Index c = 0; c < nq; ++c) {
+        const scalar_t* r = pts.row(q[c]);
+        std::copy(r, r + dim, xq.begin());
+        cpu::dot_many(xq.data(), rows.data(), static_cast<int>(ldi), dim, p.col(c).data());
+      }
+      for (Index c = 0; c < nq; ++c) {
+        p.col(c) *= pts.scale[q[c]];
+      }
 
-    double acc = 0.0;
-    double total = 0.0;
-    MatrixXd w;
-    MatrixXd cross;
-    for (Index c = 0; c < s; ++c) {
-      const int64_t j = si[c];
-      const Index m = std::min<Index>(ldi, ld_p[j]);
-      if (m == 0) {
-        continue;  // j's neighbours all coincide with j: no subspace to compare
+      double acc = 0.0;
+      double total = 0.0;
+      MatrixXd w;
+      MatrixXd cross;
+      for (Index c = 0; c < s; ++c) {
+        const int64_t j = si[c];
+        const Index m = std::min<Index>(ldi, ld_p[j]);
+        if (m == 0) {
+          continue;  // j's neighbours all coincide with j: no subspace to compare
+        }
+        const Index sj = sup.degree(j);
+        const auto pj = p.col(column(j)).head(m);
+        w.resize(m, sj);
+        for (Index b = 0; b < sj; ++b) {
+          w.col(b) = p.col(column(sup.index[sup.offset[j] + b])).head(m) - pj;
+        }
+        product(w, coef[j].leftCols(m), cross);  // T_i[:, :m]^T T_j[:, :m]
+        const double cij = 1.0 - cross.squaredNorm() / static_cast<double>(m);
+        const double theta = sup.theta[sup.offset[i] + c];
+        acc += theta * std::min(1.0, std::max(0.0, cij));
+        total += theta;
       }
-      const Index sj = sup.degree(j);
-      const auto pj = p.col(column(j)).head(m);
-      w.resize(m, sj);
-      for (Index b = 0; b < sj; ++b) {
-        w.col(b) = p.col(column(sup.index[sup.offset[j] + b])).head(m) - pj;
-      }
-      product(w, coef[j].leftCols(m), cross);  // T_i[:, :m]^T T_j[:, :m]
-      const double cij = 1.0 - cross.squaredNorm() / static_cast<double>(m);
-      const double theta = sup.theta[sup.offset[i] + c];
-      acc += theta * std::min(1.0, std::max(0.0, cij));
-      total += theta;
+      out.curvature[i] = total > 0 ? acc / total : 0.0;
     }
-    out.curvature[i] = total > 0 ? acc / total : 0.0;
-  }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -470,23 +331,45 @@ manifold_metrics_kernel(
       log_volume.data_ptr<double>(),
       curvature.data_ptr<double>()};
 
+  double length_scale = 1.0;  // gaussian: lengths of the caller = length_scale * ours
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "manifold_metrics", [&] {
     Points<scalar_t> pts{xc.data_ptr<scalar_t>(), dim, std::vector<double>(n, 1.0)};
+    const scalar_t* data = pts.data;
     if (kern == Kernel::Cosine) {
       at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
+          // ||x_i|| as top * ||x_i / top||: the plain sum of squares overflows at
+          // |x| ~ 1e154 and underflows at 1e-162.
+          double top = 0.0;
+          for (int64_t d = 0; d < dim; ++d) {
+            top = std::max(top, std::abs(static_cast<double>(data[i * dim + d])));
+          }
           double sq = 0.0;
           for (int64_t d = 0; d < dim; ++d) {
-            const double v = static_cast<double>(pts.data[i * dim + d]);
+            const double v = top > 0 ? static_cast<double>(data[i * dim + d]) / top : 0.0;
             sq += v * v;
           }
-          pts.scale[i] = sq > 0 ? 1.0 / std::sqrt(sq) : 0.0;
+          pts.scale[i] = top > 0 ? 1.0 / (top * std::sqrt(sq)) : 0.0;
         }
       });
+    } else {
+      // One power of two for all points (distances keep their ratios, exactly): the
+      // Gram entries then neither overflow nor underflow, and lengths are scaled back.
+      double top = 0.0;
+      for (int64_t e = 0; e < n * dim; ++e) {
+        top = std::max(top, std::abs(static_cast<double>(data[e])));
+      }
+      length_scale = top > 0 ? std::ldexp(1.0, std::ilogb(top)) : 1.0;
+      std::fill(pts.scale.begin(), pts.scale.end(), 1.0 / length_scale);
     }
     compute_metrics(pts, sup, kern == Kernel::Cosine, alpha, out);
   });
 
+  if (length_scale != 1.0) {
+    diameter.mul_(length_scale);
+    // log_volume sums log(s_r / sqrt|S_i|) over local_dim_i singular values.
+    log_volume.add_(local_dim.to(at::kDouble) * std::log(length_scale));
+  }
   const auto dtype = x.scalar_type();
   return std::make_tuple(
       degree, diameter.to(dtype), local_dim, log_volume.to(dtype), curvature.to(dtype));

@@ -283,7 +283,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph_kernel(
   at::Tensor w = at::empty({n, k}, pts.x.options());
   at::Tensor err = at::empty({n}, pts.x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nnk_graph", [&] {
-    nnk_impl<scalar_t>(pts, kernel, mode, sigma.value_or(0.0), cand, cand_raw, threshold, nbr, w, err);
+    nnk_impl<scalar_t>(pts, kernel, mode, sigma.value_or(0.0) / pts.scale, cand, cand_raw, threshold, nbr, w, err);
   });
   return std::make_tuple(nbr, w, err);
 }

@@ -6,22 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "../common.h"
+#include "../graph_input.h"
+
 namespace torch_geometry {
 namespace ops {
 
 namespace {
 
-enum class Mode { None, Max, Mean, MinError };
-
-Mode parse_mode(c10::string_view mode) {
-  if (mode == "none") return Mode::None;
-  if (mode == "max") return Mode::Max;
-  if (mode == "mean") return Mode::Mean;
-  if (mode == "min_error") return Mode::MinError;
-  TORCH_CHECK(false,
-              "nnk_symmetrize: mode should be \"none\", \"max\", \"mean\" or \"min_error\", "
-              "got \"", std::string(mode.data(), mode.size()), "\"");
-}
+using Mode = SymmetrizeMode;
 
 // One side of a candidate pair: node `from` lists `to` with weight w.
 struct Entry {
@@ -130,32 +123,13 @@ std::tuple<at::Tensor, at::Tensor> nnk_symmetrize_kernel(const at::Tensor& neigh
                                                          const at::Tensor& error,
                                                          c10::string_view mode_name) {
   const char* op = "nnk_symmetrize";
-  const Mode mode = parse_mode(mode_name);
-  TORCH_CHECK(neighbors.dim() == 2, op, ": neighbors should be 2-D [N, k], got shape ",
-              neighbors.sizes());
-  TORCH_CHECK(neighbors.scalar_type() == at::kLong, op,
-              ": neighbors should be int64, got ", neighbors.scalar_type());
-  TORCH_CHECK(weights.sizes() == neighbors.sizes(), op,
-              ": weights should have the shape of neighbors ", neighbors.sizes(), ", got ",
-              weights.sizes());
+  const Mode mode = parse_symmetrize(mode_name, op);
+  check_directed_graph(neighbors, weights, error, op);
   TORCH_CHECK(weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble, op,
               ": weights should be float32 or float64, got ", weights.scalar_type());
-  const int64_t n = neighbors.size(0);
-  TORCH_CHECK(error.dim() == 1 && error.size(0) == n, op,
-              ": error should have shape [N] = [", n, "], got ", error.sizes());
   const at::Tensor nbr = neighbors.contiguous();
   const at::Tensor wts = weights.contiguous();
   const at::Tensor err = error.to(weights.scalar_type()).contiguous();
-  if (nbr.numel() > 0) {
-    const int64_t lo = nbr.min().item<int64_t>(), hi = nbr.max().item<int64_t>();
-    TORCH_CHECK(lo >= -1 && hi < n, op, ": neighbors should be in [0, N) = [0, ", n,
-                ") or -1, got values in [", lo, ", ", hi, "]");
-    TORCH_CHECK(at::isfinite(wts).all().item<bool>() && (wts >= 0).all().item<bool>(), op,
-                ": weights should be finite and >= 0");
-    at::Tensor self = nbr == at::arange(n, nbr.options()).unsqueeze(1);
-    TORCH_CHECK(!self.any().item<bool>(), op,
-                ": neighbors should not list a node as its own neighbour");
-  }
   std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(wts.scalar_type(), "nnk_symmetrize", [&] {
     out = symmetrize_impl<scalar_t>(nbr, wts, err, mode);

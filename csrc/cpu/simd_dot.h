@@ -1,5 +1,7 @@
-// Many dot products (or squared distances) of one vector against a list of rows: the inner
-// loop of the NNK solve (a column of K_SS is one such call).
+// The one dot-product engine of the operators: many dot products (or squared distances) of
+// one vector against a list of rows. The inner loop of the NNK solve (a column of K_SS is
+// one such call), the kNN search's exact rescoring, and the Gram matrices and projections
+// of manifold_metrics (in double there).
 //
 // x86-64 builds carry an AVX2 + FMA version next to the portable one and pick it at run
 // time (__builtin_cpu_supports), so the library still runs on any x86-64 CPU. Each output

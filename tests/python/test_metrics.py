@@ -467,7 +467,7 @@ def test_bad_inputs():
     y = torch.randint(0, 3, (50,), generator=gen)
     with pytest.raises(RuntimeError, match=r"nnk_loo_error: labels should have shape \[N\] = \[50\]"):
         metrics.loo_error(g, y[:49])
-    with pytest.raises(RuntimeError, match="nnk_loo_error: labels should be int64"):
+    with pytest.raises(RuntimeError, match="nnk_loo_error: labels should be integer class indices"):
         metrics.loo_error(g, y.double())
     with pytest.raises(RuntimeError, match="labels should be < num_classes = 2"):
         metrics.loo_error(g, y, num_classes=2)
@@ -475,7 +475,7 @@ def test_bad_inputs():
         metrics.loo_error(g, y - 1, num_classes=3)
     with pytest.raises(RuntimeError, match="label_smoothness: labels should have shape"):
         metrics.label_smoothness(g, y[:10])
-    with pytest.raises(RuntimeError, match="label_smoothness: labels should be int64"):
+    with pytest.raises(RuntimeError, match="label_smoothness: labels should be integer class indices"):
         metrics.label_smoothness(g, y.float())
     small = _graph(x[:40], 8, "cosine")
     with pytest.raises(RuntimeError, match="neighborhood_overlap: both graphs should be on the same N"):
