@@ -296,6 +296,25 @@ class GeometryTracker:
         ``path``."""
         return _write(self._core.to_csv(), path)
 
+    def log_to(self, writer, epoch: Optional[int] = None) -> int:
+        """Writes the history (or only ``epoch``'s rows) as scalars to a TensorBoard
+        ``SummaryWriter``: ``geometry/<layer>/<metric>`` = the mean over the probe nodes,
+        ``geometry/<layer>/<metric>/<statistic>`` for median, q25, q75, min and max, at
+        global step = epoch. Returns the number of scalars written.
+
+        Example::
+
+            writer = torch.utils.tensorboard.SummaryWriter("runs/a")
+            for epoch in range(epochs):
+                train_one_epoch(...)
+                if tracker.on_epoch_end(epoch):
+                    tracker.log_to(writer, epoch)
+        """
+        from .tensorboard import write_history
+
+        rows = self.history if epoch is None else [r for r in self.history if r["epoch"] == epoch]
+        return write_history(writer, rows)
+
     def plot(self, path: str, metrics: Optional[Sequence[str]] = None,
              title: Optional[str] = None) -> str:
         """Draws the history as a PNG grid (one panel per metric, one line per layer)."""
