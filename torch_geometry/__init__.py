@@ -3,6 +3,11 @@ from ._ops import ensure_loaded
 
 ensure_loaded()
 
+from . import _fake  # noqa: E402
+
+# Fake implementations let torch.compile / torch.export trace the operators (torch >= 2).
+_fake.register()
+
 from . import callbacks, channelwise, metrics  # noqa: E402
 from .callbacks import NNKEarlyStopping, select_models  # noqa: E402
 from .graph import NNKGraph, knn_graph, nnk_graph  # noqa: E402

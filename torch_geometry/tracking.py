@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from ._compat import original_module
 from ._ops import ensure_loaded
 
 _C = ensure_loaded()
@@ -23,18 +24,26 @@ Probe = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor], Iterable]
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> Dict[str, nn.Module]:
     """Maps dotted layer names to modules of ``model``; an unknown name raises a
-    ``ValueError`` that lists the closest names the model has."""
+    ``ValueError`` that lists the closest names the model has.
+
+    For a ``torch.compile``d model the names are those of the original model (a leading
+    ``_orig_mod.`` is accepted too) and the modules are the original ones: their forward
+    hooks run whether the model is called compiled or not."""
     if isinstance(layers, str):
         layers = [layers]
-    modules = dict(model.named_modules())
+    original = original_module(model)
+    modules = dict(original.named_modules())
     out = {}
     for name in layers:
-        if name not in modules or name == "":
-            close = difflib.get_close_matches(name, [m for m in modules if m], n=5, cutoff=0.4)
+        key = name
+        if original is not model and key.startswith("_orig_mod."):
+            key = key[len("_orig_mod."):]
+        if key not in modules or key == "":
+            close = difflib.get_close_matches(key, [m for m in modules if m], n=5, cutoff=0.4)
             hint = f"; closest: {close}" if close else ""
             raise ValueError(f"layer {name!r} is not a module of the model{hint}. "
                              f"Names come from model.named_modules().")
-        out[name] = modules[name]
+        out[name] = modules[key]
     if not out:
         raise ValueError("layers should name at least one module")
     return out

@@ -184,3 +184,12 @@ def test_meta_tensors_on_torch_1_13_get_one_sentence():
                        match=r"^torch_geometry.knn_graph does not run on meta tensors: this "
                              r"build has kernels for cpu only \(move the input there"):
         torch_geometry.knn_graph(x, 3)
+
+
+@pytest.mark.skipif(not _compat.TORCH2, reason="fake (meta) kernels need torch >= 2")
+def test_meta_tensors_on_torch_2_run_the_fake_kernels():
+    x = torch.empty(10, 3, device="meta")
+    g = torch_geometry.nnk_graph(x, 4)
+    assert g.neighbors.device.type == "meta"
+    assert g.neighbors.shape == (10, 4) and g.weights.shape == (10, 4) and g.error.shape == (10,)
+    assert g.neighbors.dtype == torch.long and g.weights.dtype == torch.float32
