@@ -1,4 +1,6 @@
 """torch_geometry: NNK graphs and manifold graph metrics on neural network activations."""
+import torch  # noqa: F401  (loads libtorch's symbols, which the compiled library needs)
+
 from ._ops import ensure_loaded
 
 ensure_loaded()
