@@ -1,7 +1,14 @@
 """torch_geometry: NNK graphs and manifold graph metrics on neural network activations."""
+import torch  # noqa: F401  (loads libtorch's symbols, which the compiled library needs)
+
 from ._ops import ensure_loaded
 
 ensure_loaded()
+
+from . import _fake  # noqa: E402
+
+# Fake implementations let torch.compile / torch.export trace the operators (torch >= 2).
+_fake.register()
 
 from . import callbacks, channelwise, metrics  # noqa: E402
 from .callbacks import NNKEarlyStopping, select_models  # noqa: E402

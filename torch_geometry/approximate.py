@@ -23,6 +23,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ._inputs import as_tensor, check_k
+
 __all__ = ["approximate_candidates", "candidate_recall"]
 
 
@@ -70,7 +72,8 @@ def approximate_candidates(
     :func:`torch_geometry.nnk_graph` (k-means clusters + one ``mm`` + ``topk`` per cluster).
 
     Args:
-        x (Tensor[N, D]): points, float32 or float64, on any device.
+        x (Tensor[N, D] or ndarray): points, floating point (float16/bfloat16 are searched
+            in float32), on any device.
         k (int): neighbours per point, ``1 <= k < N``.
         kernel (str): ``"cosine"`` (nearest by angle) or ``"gaussian"`` (nearest by
             Euclidean distance). (default: ``"cosine"``)
@@ -97,8 +100,15 @@ def approximate_candidates(
     """
     if kernel not in ("cosine", "gaussian"):
         raise ValueError(f"approximate_candidates: kernel should be 'cosine' or 'gaussian', got {kernel!r}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
-        raise ValueError("approximate_candidates: x should be a floating-point tensor [N, D]")
+    op = "approximate_candidates"
+    x = as_tensor(x, op)
+    if x.dim() != 2 or not x.is_floating_point():
+        raise ValueError(f"{op}: x should be a floating-point tensor [N, D], got "
+                         f"{x.dtype} of shape {tuple(x.shape)}")
+    k, nprobe, niter, seed, block = (check_k(v, op, name) for v, name in (
+        (k, "k"), (nprobe, "nprobe"), (niter, "niter"), (seed, "seed"), (block, "block")))
+    if nlist is not None:
+        nlist = check_k(nlist, op, "nlist")
     n = x.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"approximate_candidates: k should be in [1, N - 1] = [1, {n - 1}], got {k}")

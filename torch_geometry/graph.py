@@ -8,6 +8,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from ._inputs import as_tensor, check_device, check_k
 from ._ops import ensure_loaded
 
 ensure_loaded()
@@ -32,8 +33,10 @@ def knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
     """Exact k nearest neighbours of every point among the other points.
 
     Args:
-        x (Tensor[N, D]): points, float32 or float64, CPU, any strides.
-        k (int): neighbours per point, ``1 <= k < N`` (refused otherwise, never clamped).
+        x (Tensor[N, D] or ndarray): points, float32 or float64 (float16/bfloat16 are
+            converted to float32), CPU, any strides. Not differentiable: ``x`` is detached.
+        k (int): neighbours per point, ``1 <= k < N`` (refused otherwise, never clamped or
+            truncated).
         kernel (str): ``"cosine"`` (similarity ``(1 + cos) / 2``; all-zero rows get no
             neighbours and are nobody's neighbour) or ``"gaussian"``. (default: ``"cosine"``)
         sigma (float or str, optional): Gaussian bandwidth: a number, ``"mean"`` (mean
@@ -41,7 +44,8 @@ def knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
 
     Returns:
         neighbors (Tensor[N, k], int64): most similar first, ``-1`` pads.
-        similarities (Tensor[N, k]): kernel values in [0, 1], x's dtype.
+        similarities (Tensor[N, k]): kernel values in [0, 1], x's dtype (float32 for
+        float16/bfloat16 inputs).
 
     Example:
         >>> x = torch.randn(100, 8)
@@ -49,8 +53,11 @@ def knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
         >>> nbr.shape, bool((sim[:, :-1] >= sim[:, 1:]).all())
         (torch.Size([100, 5]), True)
     """
+    x = as_tensor(x, "knn_graph")
+    k = check_k(k, "knn_graph")
+    check_device("knn_graph", x)
     s, mode = _sigma_args(kernel, sigma)
-    return torch.ops.torch_geometry.knn_graph(x, int(k), kernel, s, mode)
+    return torch.ops.torch_geometry.knn_graph(x, k, kernel, s, mode)
 
 
 class NNKGraph:
@@ -96,6 +103,7 @@ class NNKGraph:
 
     def _edge_list(self) -> Tuple[torch.Tensor, torch.Tensor]:
         if self._edges is None:
+            check_device("nnk_symmetrize", self.neighbors)
             self._edges = torch.ops.torch_geometry.nnk_symmetrize(
                 self.neighbors, self.weights, self.error, self.symmetrize)
         return self._edges
@@ -143,11 +151,13 @@ def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
     to the local geometry.
 
     Args:
-        x (Tensor[N, D]): points, float32 or float64, CPU, any strides, finite.
-        k (int): candidates per node, ``1 <= k < N``.
+        x (Tensor[N, D] or ndarray): points, float32 or float64 (float16/bfloat16 are
+            converted to float32), CPU, any strides, finite. Not differentiable: ``x`` is
+            detached.
+        k (int): candidates per node, an integer ``1 <= k < N``.
         kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
         sigma (float or str, optional): Gaussian bandwidth, see :func:`knn_graph`.
-        candidates (Tensor[N, k], int64, optional): candidate indices from any engine
+        candidates (Tensor[N, k] or ndarray, int64, optional): candidate indices from any engine
             (e.g. a FAISS IVF/HNSW index) for very large N; ``-1`` pads. (default: exact kNN)
         symmetrize (str): ``"none"``, ``"max"``, ``"mean"`` or ``"min_error"``, the rule
             used by :attr:`NNKGraph.edge_index`. (default: ``"min_error"``)
@@ -164,9 +174,14 @@ def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
     """
     if symmetrize not in _SYMMETRIZE:
         raise ValueError(f"symmetrize should be one of {_SYMMETRIZE}, got {symmetrize!r}")
+    x = as_tensor(x, "nnk_graph")
+    k = check_k(k, "nnk_graph")
+    if candidates is not None:
+        candidates = as_tensor(candidates, "nnk_graph", "candidates")
+    check_device("nnk_graph", x, candidates)
     s, mode = _sigma_args(kernel, sigma)
     nbr, w, err = torch.ops.torch_geometry.nnk_graph(
-        x, int(k), kernel, s, mode, candidates, float(threshold))
+        x, k, kernel, s, mode, candidates, float(threshold))
     zero_rows = ((x == 0).all(1) if kernel == "cosine"
                  else torch.zeros(x.shape[0], dtype=torch.bool))
     return NNKGraph(nbr, w, err, symmetrize, zero_rows=zero_rows, kernel=kernel)

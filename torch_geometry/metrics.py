@@ -5,6 +5,8 @@ with ``neighbors`` (int64 ``[N, k]``, -1 padded) and ``weights`` (``[N, k]``, 0 
 support) attributes, and optionally ``error`` ``[N]`` and ``kernel`` (the graph returned by
 :func:`torch_geometry.nnk_graph` has them); a ``(neighbors, weights[, error])`` tuple or a dict
 with those keys also works. The support of node i is ``S_i = {neighbors[i, j] : weights[i, j] > 0}``.
+Fields and points may be numpy arrays. The operators are not differentiable: tensors are
+detached, and float16/bfloat16 values (AMP) are converted to float32.
 
 The computations are the compiled operators ``torch.ops.torch_geometry.manifold_metrics``,
 ``nnk_loo_error``, ``label_smoothness`` and ``neighborhood_overlap``; this module only
@@ -28,6 +30,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+
+from ._inputs import as_tensor, check_device, check_k
 
 __all__ = [
     "manifold_metrics",
@@ -61,13 +65,17 @@ def _directed(graph: Any, what: str = "graph") -> Tuple[torch.Tensor, torch.Tens
     else:
         def get(name, default=None):
             return getattr(graph, name, default)
-    neighbors, weights = get("neighbors"), get("weights")
-    if not isinstance(neighbors, torch.Tensor) or not isinstance(weights, torch.Tensor):
+    neighbors, weights, error = get("neighbors"), get("weights"), get("error")
+    if neighbors is None or weights is None:
         raise TypeError(
             f"{what}: expected a directed NNK graph with tensor fields 'neighbors' and "
             f"'weights' (e.g. torch_geometry.nnk_graph(...)), got {type(graph).__name__}")
+    neighbors = as_tensor(neighbors, what, "neighbors")
+    weights = as_tensor(weights, what, "weights")
+    if error is not None:
+        error = as_tensor(error, what, "error")
     kernel = get("kernel")
-    return neighbors, weights, get("error"), kernel if isinstance(kernel, str) else None
+    return neighbors, weights, error, kernel if isinstance(kernel, str) else None
 
 
 def manifold_metrics(x: torch.Tensor, graph: Any, alpha: float = 0.05,
@@ -75,7 +83,8 @@ def manifold_metrics(x: torch.Tensor, graph: Any, alpha: float = 0.05,
     """Per-node local geometry of the NNK graph built on ``x`` (DESIGN §3).
 
     Args:
-        x (Tensor[N, D]): float32/float64 points the graph was built on (any strides).
+        x (Tensor[N, D] or ndarray): float32/float64 points the graph was built on (any
+            strides; float16/bfloat16 are converted to float32).
         graph: the directed NNK graph of ``x``.
         alpha (float): Fukunaga-Olsen threshold of ``local_dim``, in (0, 1) (default: 0.05).
         kernel (str, optional): ``"cosine"`` (distance 1 - cos, on unit-normalised rows) or
@@ -97,6 +106,8 @@ def manifold_metrics(x: torch.Tensor, graph: Any, alpha: float = 0.05,
           curvature = 0 (never NaN); ``metrics["isolated"].sum()`` counts them.
     """
     neighbors, weights, error, graph_kernel = _directed(graph)
+    x = as_tensor(x, "manifold_metrics")
+    check_device("manifold_metrics", x, neighbors, weights)
     kernel = kernel or graph_kernel or "cosine"
     degree, diameter, local_dim, log_volume, curvature = _ops().manifold_metrics(
         x, neighbors, weights, kernel, float(alpha))
@@ -114,8 +125,9 @@ def manifold_metrics(x: torch.Tensor, graph: Any, alpha: float = 0.05,
 
 
 def _labels(labels: Any) -> torch.Tensor:
-    # The operators check labels (dtype, shape, range) and derive num_classes themselves.
-    return torch.as_tensor(labels)
+    # Detached and passed through: the operators check labels (dtype, shape, range) and
+    # derive num_classes themselves.
+    return torch.as_tensor(labels).detach()
 
 
 def loo_error(graph: Any, labels: Any,
@@ -135,7 +147,9 @@ def loo_error(graph: Any, labels: Any,
         without edges counts as an error (hard = soft = 1). ``hard.mean()`` is the LOO error.
     """
     neighbors, weights, _, _ = _directed(graph)
-    return _ops().nnk_loo_error(neighbors, weights, _labels(labels),
+    labels = _labels(labels)
+    check_device("nnk_loo_error", neighbors, weights, labels)
+    return _ops().nnk_loo_error(neighbors, weights, labels,
                                 None if num_classes is None else int(num_classes))
 
 
@@ -151,12 +165,15 @@ def label_smoothness(graph: Any, labels: Any) -> float:
         labels (Tensor[N]): integer classes.
     """
     neighbors, weights, _, _ = _directed(graph)
-    return float(_ops().label_smoothness(neighbors, weights, _labels(labels)))
+    labels = _labels(labels)
+    check_device("label_smoothness", neighbors, weights, labels)
+    return float(_ops().label_smoothness(neighbors, weights, labels))
 
 
 def _overlap(g_a: Any, g_b: Any) -> Tuple[torch.Tensor, torch.Tensor]:
     na, wa, _, _ = _directed(g_a, "g_a")
     nb, wb, _, _ = _directed(g_b, "g_b")
+    check_device("neighborhood_overlap", na, wa, nb, wb)
     return _ops().neighborhood_overlap(na, wa, nb, wb)
 
 
@@ -207,7 +224,10 @@ def augmentation_invariance(features: torch.Tensor, augmented: Sequence[torch.Te
     """
     import torch_geometry
 
-    augmented = list(augmented)
+    features = as_tensor(features, "augmentation_invariance", "features")
+    augmented = [as_tensor(a, "augmentation_invariance", f"augmented[{t}]")
+                 for t, a in enumerate(augmented)]
+    k = check_k(k, "augmentation_invariance")
     if features.dim() != 2:
         raise ValueError(f"augmentation_invariance: features should be [N, D], got shape "
                          f"{tuple(features.shape)}")

@@ -15,6 +15,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from ._compat import original_module
 from ._ops import ensure_loaded
 
 _C = ensure_loaded()
@@ -24,18 +25,26 @@ Probe = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor], Iterable]
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> Dict[str, nn.Module]:
     """Maps dotted layer names to modules of ``model``; an unknown name raises a
-    ``ValueError`` that lists the closest names the model has."""
+    ``ValueError`` that lists the closest names the model has.
+
+    For a ``torch.compile``d model the names are those of the original model (a leading
+    ``_orig_mod.`` is accepted too) and the modules are the original ones: their forward
+    hooks run whether the model is called compiled or not."""
     if isinstance(layers, str):
         layers = [layers]
-    modules = dict(model.named_modules())
+    original = original_module(model)
+    modules = dict(original.named_modules())
     out = {}
     for name in layers:
-        if name not in modules or name == "":
-            close = difflib.get_close_matches(name, [m for m in modules if m], n=5, cutoff=0.4)
+        key = name
+        if original is not model and key.startswith("_orig_mod."):
+            key = key[len("_orig_mod."):]
+        if key not in modules or key == "":
+            close = difflib.get_close_matches(key, [m for m in modules if m], n=5, cutoff=0.4)
             hint = f"; closest: {close}" if close else ""
             raise ValueError(f"layer {name!r} is not a module of the model{hint}. "
                              f"Names come from model.named_modules().")
-        out[name] = modules[name]
+        out[name] = modules[key]
     if not out:
         raise ValueError("layers should name at least one module")
     return out
@@ -334,6 +343,25 @@ class GeometryTracker:
         """The history as CSV text (one row per epoch x layer x metric); also written to
         ``path``."""
         return _write(self._core.to_csv(), path)
+
+    def log_to(self, writer, epoch: Optional[int] = None) -> int:
+        """Writes the history (or only ``epoch``'s rows) as scalars to a TensorBoard
+        ``SummaryWriter``: ``geometry/<layer>/<metric>`` = the mean over the probe nodes,
+        ``geometry/<layer>/<metric>/<statistic>`` for median, q25, q75, min and max, at
+        global step = epoch. Returns the number of scalars written.
+
+        Example::
+
+            writer = torch.utils.tensorboard.SummaryWriter("runs/a")
+            for epoch in range(epochs):
+                train_one_epoch(...)
+                if tracker.on_epoch_end(epoch):
+                    tracker.log_to(writer, epoch)
+        """
+        from .tensorboard import write_history
+
+        rows = self.history if epoch is None else [r for r in self.history if r["epoch"] == epoch]
+        return write_history(writer, rows)
 
     def plot(self, path: str, metrics: Optional[Sequence[str]] = None,
              title: Optional[str] = None) -> str:
