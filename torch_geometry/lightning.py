@@ -44,7 +44,34 @@ def _log_options(trainer) -> Dict[str, Any]:
     return dict(on_step=False, on_epoch=True, logger=trainer.logger is not None, sync_dist=True)
 
 
-class GeometryTracking(Callback):
+class _CheckpointedState:
+    """Saves the wrapped object's ``state_dict`` in Lightning checkpoints. Lightning reads a
+    checkpoint before fitting starts, when the object (built from the LightningModule) does
+    not exist yet: the state waits until :meth:`_restore_pending` is called."""
+
+    _pending_state: Optional[Dict[str, torch.Tensor]] = None
+
+    def _stateful(self):
+        raise NotImplementedError
+
+    def _restore_pending(self) -> None:
+        if self._pending_state is not None:
+            self._stateful().load_state_dict(self._pending_state)
+            self._pending_state = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        target = self._stateful()
+        return dict(self._pending_state or {}) if target is None else target.state_dict()
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        target = self._stateful()
+        if target is None:
+            self._pending_state = dict(state_dict)
+        else:
+            target.load_state_dict(state_dict)
+
+
+class GeometryTracking(_CheckpointedState, Callback):
     """Runs a :class:`~torch_geometry.GeometryTracker` at the end of every training epoch and
     logs its history through the LightningModule's logger (``pl_module.log``).
 
@@ -64,6 +91,8 @@ class GeometryTracking(Callback):
 
     Attributes:
         tracker (GeometryTracker): created when fitting starts; its ``history`` holds every row.
+            Its state is saved in and restored from Lightning checkpoints, so a resumed run
+            continues the history.
     """
 
     def __init__(self, layers: Sequence[str], probe: Probe, labels: Optional[torch.Tensor] = None,
@@ -82,9 +111,13 @@ class GeometryTracking(Callback):
     def state_key(self) -> str:
         return self._generate_state_key(layers=self.layers)
 
+    def _stateful(self):
+        return self.tracker
+
     def on_fit_start(self, trainer, pl_module) -> None:
         self.tracker = GeometryTracker(pl_module, self.layers, self.probe, self.labels,
                                        **self.tracker_options)
+        self._restore_pending()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         rows = self.tracker.on_epoch_end(trainer.current_epoch)
@@ -93,7 +126,7 @@ class GeometryTracking(Callback):
                 pl_module.log(name, value, **_log_options(trainer))
 
 
-class NNKEarlyStopping(Callback):
+class NNKEarlyStopping(_CheckpointedState, Callback):
     """Validation-free early stopping (:class:`torch_geometry.NNKEarlyStopping`) for Lightning:
     checks the NNK leave-one-out error of a probe set at the end of training epochs, freezes
     channels (``mode="channel"``) and sets ``trainer.should_stop``. Its state is saved in and
@@ -122,7 +155,6 @@ class NNKEarlyStopping(Callback):
         self.options = options
         self.stopper: Optional[_callbacks.NNKEarlyStopping] = None
         self.stopped_epoch = -1
-        self._pending_state: Optional[Dict[str, torch.Tensor]] = None
 
     @property
     def state_key(self) -> str:
@@ -134,10 +166,7 @@ class NNKEarlyStopping(Callback):
         options.setdefault("optimizer", optimizers[0] if len(optimizers) == 1 else None)
         self.stopper = _callbacks.NNKEarlyStopping(pl_module, self.layer, self.probe,
                                                    self.labels, **options)
-        if self._pending_state is not None:
-            # the checkpoint was read before the model was set up (Lightning's usual order)
-            self.stopper.load_state_dict(self._pending_state)
-            self._pending_state = None
+        self._restore_pending()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch
@@ -158,13 +187,5 @@ class NNKEarlyStopping(Callback):
         if self.stopper is not None:
             self.stopper.remove()
 
-    def state_dict(self) -> Dict[str, Any]:
-        if self.stopper is None:
-            return dict(self._pending_state or {})
-        return self.stopper.state_dict()
-
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        if self.stopper is None:
-            self._pending_state = dict(state_dict)
-        else:
-            self.stopper.load_state_dict(state_dict)
+    def _stateful(self):
+        return self.stopper

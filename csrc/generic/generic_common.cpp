@@ -116,35 +116,6 @@ void check_directed_graph(
       " == -1), got a positive weight there");
 }
 
-void check_labels(const at::Tensor& labels, int64_t n, int64_t num_classes, const char* op) {
-  TORCH_CHECK(
-      labels.scalar_type() == at::kLong,
-      op,
-      ": labels should be int64 class indices, got ",
-      labels.scalar_type());
-  TORCH_CHECK(
-      labels.dim() == 1 && labels.size(0) == n,
-      op,
-      ": labels should have shape [N] = [",
-      n,
-      "] (one per graph node), got ",
-      labels.sizes());
-  if (n == 0) {
-    return;
-  }
-  const at::Tensor range = at::stack({labels.min(), labels.max()}).cpu();
-  const int64_t lo = range.data_ptr<int64_t>()[0];
-  const int64_t hi = range.data_ptr<int64_t>()[1];
-  TORCH_CHECK(lo >= 0, op, ": labels should be >= 0, got ", lo);
-  TORCH_CHECK(
-      num_classes < 0 || hi < num_classes,
-      op,
-      ": labels should be < num_classes = ",
-      num_classes,
-      ", got ",
-      hi);
-}
-
 PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel) {
   PreparedPoints pts;
   pts.x = x;

@@ -28,10 +28,6 @@ void check_directed_graph(
     const char* op,
     const char* name = "");
 
-// Labels int64 [n] in [0, num_classes) (num_classes < 0: only >= 0). Same messages as the
-// CPU kernels of nnk_loo_error / label_smoothness.
-void check_labels(const at::Tensor& labels, int64_t n, int64_t num_classes, const char* op);
-
 // Points ready for a kernel, on x's device.
 struct PreparedPoints {
   at::Tensor x;         // [N, D] x's dtype (as given, any strides)

@@ -2,6 +2,7 @@
 // csrc/cpu/label_metrics_kernel.cpp): class masses by scatter_add over the support.
 #include <torch/library.h>
 
+#include "../common.h"
 #include "generic_common.h"
 
 namespace torch_geometry {
@@ -12,13 +13,20 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> nnk_loo_error_generic(
     const at::Tensor& neighbors,
     const at::Tensor& weights,
-    const at::Tensor& labels,
-    int64_t num_classes) {
+    const at::Tensor& labels_in,
+    c10::optional<int64_t> num_classes_in) {
   constexpr const char* op = "nnk_loo_error";
   check_directed_graph(neighbors, weights, -1, op);
-  TORCH_CHECK(num_classes >= 1, op, ": num_classes should be >= 1, got ", num_classes);
   const int64_t n = neighbors.size(0);
-  check_labels(labels, n, num_classes, op);
+  // The one label check of the operators (csrc/common.h); it reads the labels on the host.
+  const Labels lab = check_labels(labels_in, n, op, num_classes_in.value_or(-1));
+  // Classes renumbered in order among those present (at most N), so that the class masses
+  // take [N, present] whatever the label ids (up to kMaxClasses); the order keeps the
+  // "ties go to the lowest class" rule.
+  const auto compact = at::_unique(lab.y.to(neighbors.device()), /*sorted=*/true,
+                                   /*return_inverse=*/true);
+  const at::Tensor labels = std::get<1>(compact);
+  const int64_t num_classes = std::get<0>(compact).size(0);
 
   const at::Tensor on = (neighbors >= 0) & (weights > 0);
   const at::Tensor w = weights.to(at::kDouble).masked_fill(at::logical_not(on), 0.0);
@@ -40,11 +48,11 @@ std::tuple<at::Tensor, at::Tensor> nnk_loo_error_generic(
 double label_smoothness_generic(
     const at::Tensor& neighbors,
     const at::Tensor& weights,
-    const at::Tensor& labels) {
+    const at::Tensor& labels_in) {
   constexpr const char* op = "label_smoothness";
   check_directed_graph(neighbors, weights, -1, op);
   const int64_t n = neighbors.size(0);
-  check_labels(labels, n, -1, op);
+  const at::Tensor labels = check_labels(labels_in, n, op).y.to(neighbors.device());
   if (neighbors.numel() == 0) {
     return 0.0;
   }
@@ -61,7 +69,7 @@ double label_smoothness_generic(
 
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
-      "_generic_nnk_loo_error(Tensor neighbors, Tensor weights, Tensor labels, int num_classes) "
+      "_generic_nnk_loo_error(Tensor neighbors, Tensor weights, Tensor labels, int? num_classes=None) "
       "-> (Tensor hard, Tensor soft)");
   m.def("_generic_label_smoothness(Tensor neighbors, Tensor weights, Tensor labels) -> float");
 }

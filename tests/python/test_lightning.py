@@ -158,6 +158,29 @@ def test_checkpoint_resume_restores_the_state_and_the_stop(tmp_path):
         assert torch.equal(p, q)
 
 
+def _track_with_checkpoints(tmp_path, name, max_epochs, ckpt_path=None):
+    x, y = _digits()
+    torch.manual_seed(0)
+    cb = GeometryTracking(["net.1", "net.3"], (x[:300], y[:300]), k=10)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / name), save_last=True, every_n_epochs=1)
+    trainer = _trainer(tmp_path, max_epochs, [cb, ckpt], enable_checkpointing=True)
+    trainer.fit(Classifier(lr=0.3), _loader(x, y), ckpt_path=ckpt_path)
+    return cb
+
+
+def test_geometry_tracking_resumes_its_history_from_a_checkpoint(tmp_path):
+    straight = _track_with_checkpoints(tmp_path, "straight", 4)
+    first = _track_with_checkpoints(tmp_path, "first", 2)
+    last = str(tmp_path / "first" / "last.ckpt")
+    saved = torch.load(last, weights_only=False)["callbacks"][first.state_key]
+    _state_equal(saved, first.tracker.state_dict())
+    resumed = _track_with_checkpoints(tmp_path, "resumed", 4, ckpt_path=last)
+    # the resumed tracker holds epochs 0-1 from the checkpoint and 2-3 of its own, exactly as
+    # the uninterrupted run (epoch_overlap at epoch 2 needs the checkpoint's graphs)
+    assert {r["epoch"] for r in resumed.tracker.history} == {0, 1, 2, 3}
+    assert json.dumps(resumed.tracker.history) == json.dumps(straight.tracker.history)
+
+
 DDP_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import torch
