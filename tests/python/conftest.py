@@ -15,6 +15,45 @@ def build_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("TORCH_GEOMETRY_BUILD_DIR", ROOT / "build"))
 
 
+@pytest.fixture(scope="session")
+def fashion_mnist_installed() -> pathlib.Path:
+    """The Fashion-MNIST folder; fails (never skips) when the data set is missing."""
+    from torch_geometry.datasets import DEFAULT_FASHION_MNIST_ROOT, FASHION_MNIST_ENV
+
+    root = pathlib.Path(os.environ.get(FASHION_MNIST_ENV, DEFAULT_FASHION_MNIST_ROOT))
+    if not (root / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"Fashion-MNIST not installed at {root}: run `make setup` (it installs the "
+                    f"Debian package dataset-fashion-mnist) or set {FASHION_MNIST_ENV}",
+                    pytrace=False)
+    return root
+
+
+def _is_import_skip(report) -> bool:
+    return (report.skipped and not hasattr(report, "wasxfail")
+            and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3
+            and "could not import" in str(report.longrepr[2]))
+
+
+def _fail_import_skip(report) -> None:
+    # pytest.importorskip turns a missing dependency into a skip that a green run hides; the
+    # test environment is supposed to hold every dependency, so such a skip is a failure.
+    if _is_import_skip(report):
+        report.outcome = "failed"
+        report.longrepr = f"a dependency is missing (importorskip): {report.longrepr[2]}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_import_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_import_skip(outcome.get_result())
+
+
 @pytest.fixture(autouse=True)
 def _two_threads():
     # Debian's torch starts with one thread here; the ops follow torch's setting.
