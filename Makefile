@@ -62,7 +62,7 @@ torch_geometry/.built: $(BUILD_DIR)/.built $(MODULE_SOURCES) setup.py
 	echo "$(CURDIR)" > $$($(PYTHON) -c 'import site; print(site.getsitepackages()[0])')/torch_geometry-dev.pth
 	touch $@
 
-test: setup test-cpp test-python test-cpp-example test-torch2
+test: setup test-cpp test-python test-cpp-example test-torch2 test-sanitize test-fuzz
 
 test-cpp: python cmake
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
@@ -110,10 +110,10 @@ test-torch2: setup-torch2
 	  "$(abspath $(INSTALL2));$$($(TORCH2_PREFIX))"
 
 # ---- guards -------------------------------------------------------------------------------
-test-sanitize: deps
+test-sanitize: setup
 	bash scripts/sanitize.sh
 
-test-fuzz: deps
+test-fuzz: setup
 	bash scripts/fuzz.sh
 
 # ---- the main job, demos, benchmarks ------------------------------------------------------

@@ -8,8 +8,9 @@ PACKAGES=(
   python3 python3-dev python3-venv python3-pip python3-setuptools python3-wheel
   python3-torch libtorch-dev libeigen3-dev pybind11-dev python3-pybind11
   libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
+  clang libclang-rt-14-dev ccache
   libopenblas0-pthread
-  python3-numpy python3-scipy python3-sklearn python3-pytest python3-matplotlib python3-tqdm
+  python3-numpy python3-scipy python3-sklearn python3-pytest python3-matplotlib python3-tqdm python3-hypothesis
   python3-faiss python3-torchvision
   dataset-fashion-mnist
 )
