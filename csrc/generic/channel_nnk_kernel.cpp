@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "../graph_input.h"
 #include "generic_common.h"
 
 namespace torch_geometry {
@@ -35,19 +36,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_nnk_graph_generic(
   return std::make_tuple(nbr, w, err);
 }
 
-// O[a, b] = mean_i |S_i^a ∩ S_i^b| / |S_i^a ∪ S_i^b|, with the CPU kernel's multiset count
-// (a neighbour listed twice in a row counts twice): entry l of row (a, i) is common when
-// fewer equal entries precede it in its own row than the row (b, i) holds.
+// O[a, b] = mean_i |S_i^a ∩ S_i^b| / |S_i^a ∪ S_i^b| over the supports as sets (the CPU
+// kernel's rule): entry l of row (a, i) is common when it is the first of its value in its
+// own row and the row (b, i) holds that value.
 at::Tensor channel_overlap_generic(const at::Tensor& neighbors, const at::Tensor& weights) {
   const char* op = "channel_overlap";
-  TORCH_CHECK(neighbors.dim() == 3 && neighbors.scalar_type() == at::kLong, op,
-              ": neighbors should be int64 [C, N, k], got ", neighbors.scalar_type(), " ",
+  TORCH_CHECK(neighbors.dim() == 3, op, ": neighbors should be 3-D [C, N, k], got shape ",
               neighbors.sizes());
   TORCH_CHECK(weights.sizes() == neighbors.sizes(), op,
               ": weights should have the shape of neighbors ", neighbors.sizes(), ", got ",
               weights.sizes());
-  TORCH_CHECK(at::isFloatingType(weights.scalar_type()), op,
-              ": weights should be floating, got ", weights.scalar_type());
+  {
+    // The one checker of the operators (csrc/graph_input.h), per channel, on host copies.
+    const at::Tensor nb_host = neighbors.cpu(), w_host = weights.cpu();
+    for (int64_t ch = 0; ch < neighbors.size(0); ++ch) {
+      ::torch_geometry::check_directed_graph(nb_host[ch], w_host[ch], neighbors.size(1), op);
+    }
+  }
   const int64_t c = neighbors.size(0), n = neighbors.size(1), k = neighbors.size(2);
   const auto dopt = weights.options().dtype(at::kDouble);
   at::Tensor out = at::ones({c, c}, dopt);
@@ -58,7 +63,6 @@ at::Tensor channel_overlap_generic(const at::Tensor& neighbors, const at::Tensor
   // A value no support holds, for the slots that are off.
   const at::Tensor nb = neighbors.masked_fill(at::logical_not(on), -2);
   const at::Tensor before = at::ones({k, k}, on.options()).tril(-1);
-  const at::Tensor len = on.sum(2).to(at::kDouble);  // [C, N]
   // Equal entries before each slot in its own row.
   at::Tensor rank = at::empty({c, n, k}, neighbors.options());
   const int64_t rows = rows_for_budget(k * k * 2 + 1, c * n);
@@ -70,6 +74,10 @@ at::Tensor channel_overlap_generic(const at::Tensor& neighbors, const at::Tensor
     rank.view({c * n, k}).narrow(0, r0, nr).copy_(
         ((v.unsqueeze(2) == v.unsqueeze(1)) & before & onf.narrow(0, r0, nr).unsqueeze(1)).sum(2));
   }
+  // A neighbour listed twice in a row counts once (as the CPU kernel and neighborhood_overlap
+  // merge them): only its first slot is kept.
+  const at::Tensor first = on & (rank == 0);
+  const at::Tensor len = first.sum(2).to(at::kDouble);  // [C, N] distinct support sizes
   // Channel a against every channel b, a block of nodes at a time.
   const int64_t node_rows = rows_for_budget(c * k * k * 2 + 1, n);
   for (int64_t a = 0; a < c; ++a) {
@@ -79,8 +87,7 @@ at::Tensor channel_overlap_generic(const at::Tensor& neighbors, const at::Tensor
       const at::Tensor va = nb[a].narrow(0, i0, ni);                 // [ni, k]
       const at::Tensor vb = nb.narrow(1, i0, ni);                    // [C, ni, k]
       const at::Tensor held = (va.unsqueeze(0).unsqueeze(3) == vb.unsqueeze(2)).sum(3);  // [C, ni, k]
-      const at::Tensor counted = on[a].narrow(0, i0, ni).unsqueeze(0) &
-          (rank[a].narrow(0, i0, ni).unsqueeze(0) < held);
+      const at::Tensor counted = first[a].narrow(0, i0, ni).unsqueeze(0) & (held > 0);
       common.narrow(1, i0, ni).copy_(counted.sum(2).to(at::kDouble));
     }
     const at::Tensor united = len[a].unsqueeze(0) + len - common;

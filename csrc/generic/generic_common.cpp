@@ -1,5 +1,7 @@
 #include "generic_common.h"
 
+#include "../graph_input.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -25,95 +27,10 @@ void check_directed_graph(
     int64_t n,
     const char* op,
     const char* name) {
-  TORCH_CHECK(
-      neighbors.dim() == 2,
-      op,
-      ": neighbors",
-      name,
-      " should be a 2-D tensor [N, k], got shape ",
-      neighbors.sizes());
-  TORCH_CHECK(
-      neighbors.scalar_type() == at::kLong,
-      op,
-      ": neighbors",
-      name,
-      " should be int64, got ",
-      neighbors.scalar_type());
-  TORCH_CHECK(
-      weights.sizes() == neighbors.sizes(),
-      op,
-      ": weights",
-      name,
-      " should have the shape of neighbors",
-      name,
-      " ",
-      neighbors.sizes(),
-      ", got ",
-      weights.sizes());
-  TORCH_CHECK(
-      at::isFloatingType(weights.scalar_type()),
-      op,
-      ": weights",
-      name,
-      " should be floating (float32/float64), got ",
-      weights.scalar_type());
-  const int64_t nodes = n < 0 ? neighbors.size(0) : n;
-  TORCH_CHECK(
-      neighbors.size(0) == nodes,
-      op,
-      ": the graph",
-      name,
-      " should have N = ",
-      nodes,
-      " rows, got ",
-      neighbors.size(0));
-  if (neighbors.numel() == 0) {
-    return;
-  }
-  TORCH_CHECK(
-      weights.device() == neighbors.device(),
-      op,
-      ": weights",
-      name,
-      " should be on the device of neighbors",
-      name,
-      " (",
-      neighbors.device(),
-      "), got ",
-      weights.device());
-  // One transfer of four scalars instead of four synchronising .item() calls.
-  const at::Tensor bad_w = at::logical_not(at::isfinite(weights) & (weights >= 0)).any();
-  const at::Tensor bad_pad = ((neighbors < 0) & (weights > 0)).any();
-  const at::Tensor stats =
-      at::stack({neighbors.min(), neighbors.max(), bad_w.to(at::kLong), bad_pad.to(at::kLong)})
-          .cpu();
-  const int64_t* s = stats.data_ptr<int64_t>();
-  TORCH_CHECK(
-      s[0] >= -1 && s[1] < nodes,
-      op,
-      ": neighbors",
-      name,
-      " should hold indices in [0, N) or -1 (padding) with N = ",
-      nodes,
-      ", got values in [",
-      s[0],
-      ", ",
-      s[1],
-      "]");
-  TORCH_CHECK(
-      s[2] == 0,
-      op,
-      ": weights",
-      name,
-      " should be finite and >= 0, got a negative, NaN or Inf value");
-  TORCH_CHECK(
-      s[3] == 0,
-      op,
-      ": weights",
-      name,
-      " should be 0 on padding slots (neighbors",
-      name,
-      " == -1), got a positive weight there");
+  // The one checker of the operators (csrc/graph_input.h) reads values on the host: the
+  // graph ([N, k], small beside the points) is copied there, so that every device gives the
+  // same answers and the same errors.
+  ::torch_geometry::check_directed_graph(neighbors.cpu(), weights.cpu(), n, op, name);
 }
 
 PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel) {

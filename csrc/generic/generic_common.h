@@ -19,8 +19,7 @@ namespace generic {
 // gathered candidate rows, kernel blocks. TORCH_GEOMETRY_GENERIC_BUDGET (bytes) overrides it.
 int64_t rows_for_budget(int64_t bytes_per_row, int64_t max_rows);
 
-// csrc/graph_input.h's check_directed_graph, with the value checks done by reductions on
-// the tensors' device (only scalars come back to the host). Same messages.
+// csrc/graph_input.h's check_directed_graph, for tensors on any device.
 void check_directed_graph(
     const at::Tensor& neighbors,
     const at::Tensor& weights,

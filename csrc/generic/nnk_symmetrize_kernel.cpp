@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "../graph_input.h"
 #include "generic_common.h"
 
 namespace torch_geometry {
@@ -37,30 +38,12 @@ std::tuple<at::Tensor, at::Tensor> nnk_symmetrize_generic(const at::Tensor& neig
                                                           c10::string_view mode_name) {
   const char* op = "nnk_symmetrize";
   const SymMode mode = parse_sym_mode(mode_name);
-  TORCH_CHECK(neighbors.dim() == 2, op, ": neighbors should be 2-D [N, k], got shape ",
-              neighbors.sizes());
-  TORCH_CHECK(neighbors.scalar_type() == at::kLong, op,
-              ": neighbors should be int64, got ", neighbors.scalar_type());
-  TORCH_CHECK(weights.sizes() == neighbors.sizes(), op,
-              ": weights should have the shape of neighbors ", neighbors.sizes(), ", got ",
-              weights.sizes());
+  // The one checker of the operators (csrc/graph_input.h), on host copies of the graph.
+  ::torch_geometry::check_directed_graph(neighbors.cpu(), weights.cpu(), error.cpu(), op);
   TORCH_CHECK(weights.scalar_type() == at::kFloat || weights.scalar_type() == at::kDouble, op,
               ": weights should be float32 or float64, got ", weights.scalar_type());
   const int64_t n = neighbors.size(0), k = neighbors.size(1);
-  TORCH_CHECK(error.dim() == 1 && error.size(0) == n, op,
-              ": error should have shape [N] = [", n, "], got ", error.sizes());
   const at::Tensor err = error.to(weights.scalar_type());
-  if (neighbors.numel() > 0) {
-    const at::Tensor range = at::stack({neighbors.min(), neighbors.max()}).cpu();
-    const int64_t lo = range.data_ptr<int64_t>()[0], hi = range.data_ptr<int64_t>()[1];
-    TORCH_CHECK(lo >= -1 && hi < n, op, ": neighbors should be in [0, N) = [0, ", n,
-                ") or -1, got values in [", lo, ", ", hi, "]");
-    TORCH_CHECK(at::isfinite(weights).all().item<bool>() && (weights >= 0).all().item<bool>(), op,
-                ": weights should be finite and >= 0");
-    const at::Tensor self = neighbors == at::arange(n, neighbors.options()).unsqueeze(1);
-    TORCH_CHECK(!self.any().item<bool>(), op,
-                ": neighbors should not list a node as its own neighbour");
-  }
   const at::Tensor rows = at::arange(n, neighbors.options()).unsqueeze(1).expand({n, k});
   const at::Tensor wd = weights.to(at::kDouble);
   if (mode == SymMode::None) {
