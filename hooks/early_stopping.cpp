@@ -404,9 +404,13 @@ void NNKEarlyStopping::load_state_dict(const std::map<std::string, at::Tensor>& 
   TORCH_CHECK(counters.size() == 3, who,
               ": \"counters\" should hold 3 values (best_epoch, stopped_epoch, checks), got ",
               counters.size());
-  TORCH_CHECK(counters[0] >= -1 && counters[1] >= -1 && counters[2] >= 0, who,
-              ": \"counters\" should be best_epoch >= -1, stopped_epoch >= -1, checks >= 0, got ",
-              at::IntArrayRef(counters));
+  // Counts are incremented at the next check: bounded far beyond any training so that the
+  // increment cannot overflow.
+  constexpr int64_t kMaxCount = int64_t(1) << 62;
+  TORCH_CHECK(counters[0] >= -1 && counters[1] >= -1 && counters[2] >= 0 &&
+                  counters[2] < kMaxCount, who,
+              ": \"counters\" should be best_epoch >= -1, stopped_epoch >= -1, "
+              "0 <= checks < 2^62, got ", at::IntArrayRef(counters));
   const size_t c = best.size();
   TORCH_CHECK(wait.size() == c && frozen.size() == c, who, ": \"best_scores\", \"wait\" and "
               "\"frozen_epoch\" should have one entry per score, got ", c, ", ", wait.size(),
@@ -415,7 +419,8 @@ void NNKEarlyStopping::load_state_dict(const std::map<std::string, at::Tensor>& 
               " best scores");
   TORCH_CHECK(c == 0 || counters[2] > 0, who, ": scores but no checks in \"counters\"");
   for (size_t i = 0; i < c; ++i) {
-    TORCH_CHECK(wait[i] >= 0, who, ": \"wait\" should be >= 0, got ", wait[i]);
+    TORCH_CHECK(wait[i] >= 0 && wait[i] < kMaxCount, who, ": \"wait\" should be in [0, 2^62), got ",
+                wait[i]);
     TORCH_CHECK(frozen[i] >= -1, who, ": \"frozen_epoch\" should be >= -1, got ", frozen[i]);
     TORCH_CHECK(!std::isnan(best[i]), who, ": \"best_scores\" holds NaN");
   }

@@ -26,18 +26,11 @@ CXX=${CXX:-clang++}
 # fault name -> the target that shows it (the reproducer is tests/fuzz/reproducers/<name>).
 # All reported in issue 13 or in the report that added this script.
 declare -A KNOWN_FAULTS=(
-  # nnk_symmetrize accepts a positive weight on a -1 padding slot (the shared graph check
-  # refuses it), a node listed twice when one of the entries has weight 0 (modes none, max,
-  # mean), and NaN errors in min_error mode.
-  [symmetrize_padding_weight]=fuzz_nnk_symmetrize
+  # nnk_symmetrize accepts a node listed twice in a row when one of the entries has weight 0
+  # (modes none, max, mean). The faults fixed since (a positive weight on a padding slot, NaN
+  # errors, a half-loaded state after a refused load, non-UTF-8 JSON, a check counter of
+  # INT64_MAX) have their reproducers in the targets' corpora, replayed on every run.
   [symmetrize_repeat]=fuzz_nnk_symmetrize
-  [symmetrize_error_nan]=fuzz_nnk_symmetrize
-  # A rejected load_state_dict leaves the callback half-loaded (the next step reads past
-  # its vectors); a stop_reason of non-byte values gives non-UTF-8 JSON; a loaded check
-  # counter of INT64_MAX overflows at the next step (UBSan: signed overflow).
-  [state_rejected_load_partial]=fuzz_early_stopping_state
-  [state_json_utf8]=fuzz_early_stopping_state
-  [state_counter_overflow]=fuzz_early_stopping_state
 )
 
 # The fuzzers judge results, not threads (those have their own tests); leaks are the

@@ -98,16 +98,16 @@ std::string invalid_reason(const Graph& g) {
   for (int64_t i = 0; i < g.n; ++i) {
     for (int64_t l = 0; l < g.k; ++l) {
       const int64_t j = g.nb[i * g.k + l];
-      if (j < 0 && g.w[i * g.k + l] > 0) return "padding_weight";
+      if (j < 0 && as_dtype(g.w[i * g.k + l], g.dbl) > 0) return "padding_weight";
       for (int64_t l2 = 0; l2 < l; ++l2) {
         if (j >= 0 && g.nb[i * g.k + l2] == j) return "repeat";
       }
     }
   }
-  if (g.mode == "min_error") {
-    for (double e : g.err) {
-      if (!std::isfinite(e)) return "error_nan";
-    }
+  // The error vector is part of the graph: the operators' one checker refuses a non-finite
+  // error in every mode, not only where min_error reads it.
+  for (double e : g.err) {
+    if (!std::isfinite(e)) return "error_nan";
   }
   return "";
 }
