@@ -148,4 +148,22 @@ void check_directed_graph(
       all_finite(error), op, ": error should hold finite values, got NaN or Inf");
 }
 
+void check_graph_pair(
+    const at::Tensor& neighbors_a,
+    const at::Tensor& weights_a,
+    const at::Tensor& neighbors_b,
+    const at::Tensor& weights_b,
+    const char* op) {
+  check_directed_graph(neighbors_a, weights_a, -1, op, "_a");
+  const int64_t n = neighbors_a.size(0);
+  TORCH_CHECK(
+      neighbors_b.dim() == 2 && neighbors_b.size(0) == n,
+      op,
+      ": both graphs should be on the same N nodes: neighbors_a has N = ",
+      n,
+      ", neighbors_b has shape ",
+      neighbors_b.sizes());
+  check_directed_graph(neighbors_b, weights_b, n, op, "_b");
+}
+
 } // namespace torch_geometry

@@ -20,6 +20,15 @@ void check_directed_graph(
     const char* op,
     const char* name = "");
 
+// Two graphs on the same N nodes (e.g. neighborhood_overlap's A and B), each checked as above
+// with names "_a" and "_b".
+void check_graph_pair(
+    const at::Tensor& neighbors_a,
+    const at::Tensor& weights_a,
+    const at::Tensor& neighbors_b,
+    const at::Tensor& weights_b,
+    const char* op);
+
 // The same, with the per-node reconstruction error [N] (floating, finite) of nnk_graph.
 void check_directed_graph(
     const at::Tensor& neighbors,

@@ -59,16 +59,8 @@ std::tuple<at::Tensor, at::Tensor> neighborhood_overlap_kernel(
     const at::Tensor& neighbors_b,
     const at::Tensor& weights_b) {
   constexpr const char* op = "neighborhood_overlap";
-  check_directed_graph(neighbors_a, weights_a, -1, op, "_a");
+  check_graph_pair(neighbors_a, weights_a, neighbors_b, weights_b, op);
   const int64_t n = neighbors_a.size(0);
-  TORCH_CHECK(
-      neighbors_b.dim() == 2 && neighbors_b.size(0) == n,
-      op,
-      ": both graphs should be on the same N nodes: neighbors_a has N = ",
-      n,
-      ", neighbors_b has shape ",
-      neighbors_b.sizes());
-  check_directed_graph(neighbors_b, weights_b, n, op, "_b");
 
   const int64_t ka = neighbors_a.size(1);
   const int64_t kb = neighbors_b.size(1);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "../graph_input.h"
 #include "generic_common.h"
 
 namespace torch_geometry {
@@ -32,16 +33,10 @@ std::tuple<at::Tensor, at::Tensor> neighborhood_overlap_generic(
     const at::Tensor& neighbors_b,
     const at::Tensor& weights_b) {
   constexpr const char* op = "neighborhood_overlap";
-  check_directed_graph(neighbors_a, weights_a, -1, op, "_a");
+  // The operators' one checker, on host copies of the graphs (csrc/graph_input.h).
+  ::torch_geometry::check_graph_pair(neighbors_a.cpu(), weights_a.cpu(), neighbors_b.cpu(),
+                                     weights_b.cpu(), op);
   const int64_t n = neighbors_a.size(0);
-  TORCH_CHECK(
-      neighbors_b.dim() == 2 && neighbors_b.size(0) == n,
-      op,
-      ": both graphs should be on the same N nodes: neighbors_a has N = ",
-      n,
-      ", neighbors_b has shape ",
-      neighbors_b.sizes());
-  check_directed_graph(neighbors_b, weights_b, n, op, "_b");
   const int64_t ka = neighbors_a.size(1), kb = neighbors_b.size(1);
   const auto dopt = weights_a.options().dtype(at::kDouble);
   at::Tensor jaccard = at::empty({n}, dopt);
