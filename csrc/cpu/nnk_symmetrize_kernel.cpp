@@ -51,14 +51,30 @@ std::tuple<at::Tensor, at::Tensor> symmetrize_impl(const at::Tensor& nbr, const 
       }
     }
   } else {
+    if (mode != Mode::MinError) {
+      // A node listed twice is refused whatever its weights: the pair sort below sees only
+      // positive weights in these modes, so each row is checked on its own (k log k).
+      std::vector<int64_t> row;
+      for (int64_t i = 0; i < n; ++i) {
+        row.clear();
+        for (int64_t l = 0; l < k; ++l) {
+          if (NB[i * k + l] >= 0) row.push_back(NB[i * k + l]);
+        }
+        std::sort(row.begin(), row.end());
+        const auto twice = std::adjacent_find(row.begin(), row.end());
+        TORCH_CHECK(twice == row.end(), "nnk_symmetrize: node ", i, " lists node ",
+                    twice == row.end() ? -1 : *twice, " twice");
+      }
+    }
     std::vector<Entry> entries;
     entries.reserve(static_cast<size_t>(n) * k);
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t l = 0; l < k; ++l) {
         const int64_t j = NB[i * k + l];
-        // Every listed candidate, weight 0 included: min-error needs to know who was a
-        // candidate, and every mode refuses a node listed twice whatever its weights.
         if (j < 0) continue;
+        // Min-error needs every candidate (weight 0 included) to know who was a candidate;
+        // the other modes need only the edges, once each row was checked for repeats.
+        if (mode != Mode::MinError && !(W[i * k + l] > 0)) continue;
         entries.push_back({std::min(i, j), std::max(i, j), i < j, static_cast<double>(W[i * k + l])});
       }
     }
