@@ -48,7 +48,8 @@ ProbeRecording::~ProbeRecording() { g_current = previous_; }
 ProbeRecording* ProbeRecording::current() { return g_current; }
 
 void ProbeRecording::record(const std::string& name, const at::Tensor& x) {
-  chunks_[name].push_back(x.detach());
+  // A copy: a later in-place layer (ReLU with inplace) would change the tap's input.
+  chunks_[name].push_back(x.detach().clone());
 }
 
 std::map<std::string, at::Tensor> ProbeRecording::collect() {

@@ -11,9 +11,10 @@
 //   * a global registry would record during training too and is not thread-safe.
 // A `ProbeRecording` is an RAII scope: while it lives, taps run on its thread record into
 // it (recordings nest; the innermost one receives). Taps called on other threads (e.g. by
-// a data-parallel replica) do not record. Recorded tensors are detached (the probe pass
-// keeps no autograd graph) and stay on the device the model produced them on: the tracker
-// and the callbacks build their graphs there, and only small results come back to the host.
+// a data-parallel replica) do not record. Recorded tensors are detached copies (the probe
+// pass keeps no autograd graph, and later in-place layers do not change them) on the device
+// the model produced them on: the tracker and the callbacks build their graphs there, and
+// only small results come back to the host.
 //
 //   struct Net : torch::nn::Module {
 //     torch::nn::Sequential features{
@@ -46,7 +47,8 @@ class ProbeRecording {
   // The innermost recording alive on the calling thread, or nullptr.
   static ProbeRecording* current();
 
-  // Appends `x` (any shape, dtype and device) under `name`, detached, on x's device.
+  // Appends a copy of `x` (any shape, dtype and device) under `name`, detached, on x's
+  // device.
   void record(const std::string& name, const at::Tensor& x);
 
   // The recorded chunks, by name.

@@ -118,8 +118,8 @@ def _first_tensor(output):
 
 
 class ActivationCapture:
-    """Forward hooks that record the outputs of named layers, detached, on the device and in
-    the dtype the layer produced them (nothing is copied to the host).
+    """Forward hooks that record copies of the outputs of named layers, detached, on the
+    device and in the dtype the layer produced them (nothing is copied to the host).
 
     Use as a context manager: hooks are removed on exit, exceptions included.
     """
@@ -132,7 +132,8 @@ class ActivationCapture:
     def __enter__(self):
         for name, module in self.modules.items():
             def hook(_module, _inputs, output, name=name):
-                self.outputs[name].append(_first_tensor(output).detach())
+                # A copy: a later in-place layer (ReLU(inplace=True)) would change it.
+                self.outputs[name].append(_first_tensor(output).detach().clone())
             self._handles.append(module.register_forward_hook(hook))
         return self
 

@@ -170,3 +170,19 @@ TEST(DeviceCpp, RankModelsOnHalfActivationsEqualsItsFloat32Copy) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(DeviceCpp, RecordingIsNotChangedByALaterInPlaceLayer) {
+  torch::manual_seed(0);
+  torch::nn::Sequential net(torch::nn::Linear(5, 7), hk::Tap("linear"),
+                            torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)));
+  const at::Tensor x = torch::randn({30, 5});
+  const auto acts = hk::run_probe(net, x, /*batch_size=*/8);
+  torch::NoGradGuard no_grad;
+  const at::Tensor want = net[0]->as<torch::nn::Linear>()->forward(x);
+  ASSERT_TRUE((want < 0).any().item<bool>());
+  EXPECT_TRUE(torch::allclose(acts.at("linear"), want, /*rtol=*/0, /*atol=*/1e-6));
+}
+
+} // namespace

@@ -340,3 +340,15 @@ def test_augmentation_invariance_on_the_device(monkeypatch):
     for name in want:
         assert torch.equal(got[name], want[name]), name
     assert want["self_share"].mean() > 0.5      # the copies are found: the check has teeth
+
+
+def test_capture_is_not_changed_by_a_later_in_place_layer():
+    # conv -> ReLU(inplace=True) is common; the captured conv output must keep its negatives.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(inplace=True))
+    x = torch.randn(30, 5)
+    acts = capture_probe(model, ["0"], x, batch_size=8)
+    with torch.no_grad():
+        want = model[0](x)
+    assert (want < 0).any()
+    assert torch.allclose(acts["0"], want, rtol=0, atol=1e-6)
