@@ -684,6 +684,7 @@ std::vector<std::pair<std::string, double>> rank_models(
   TORCH_CHECK(!names.empty(), "rank_models: no models to rank");
   int64_t num_classes = 0;
   const at::Tensor y = check_labels(labels, "rank_models", &num_classes);
+  at::Tensor y_device = y;  // y on the device of the last model's activations
   std::vector<std::pair<std::string, double>> out;
   for (size_t m = 0; m < names.size(); ++m) {
     TORCH_CHECK(activations[m].size(0) == y.size(0), "rank_models: model \"", names[m], "\" has ",
@@ -691,7 +692,9 @@ std::vector<std::pair<std::string, double>> rank_models(
     const at::Tensor x = reduce_activations(activations[m], reduce);
     TORCH_CHECK(all_finite(x), "rank_models: model \"", names[m],
                 "\" has non-finite activations");
-    out.emplace_back(names[m], layer_loo_error(x, y, num_classes, k, kernel, "kernel"));
+    // The graph is built where the activations are; the labels go there, not the reverse.
+    if (y_device.device() != x.device()) y_device = y.to(x.device());
+    out.emplace_back(names[m], layer_loo_error(x, y_device, num_classes, k, kernel, "kernel"));
   }
   std::stable_sort(out.begin(), out.end(),
                    [](const auto& a, const auto& b) { return a.second < b.second; });

@@ -193,7 +193,9 @@ class NNKEarlyStopping {
 
 // Ranks models by the NNK leave-one-out error of their probe activations (lowest first),
 // from training data only. `activations[m]` is model m's activations [N, ...] of the probe
-// set, `names[m]` its name. Returns (name, loo_error) pairs, best first; ties keep order.
+// set, `names[m]` its name (any device, float16/bfloat16 included: reduced as
+// reduce_activations does, the graph built on that device in float32). Returns
+// (name, loo_error) pairs, best first; ties keep order.
 std::vector<std::pair<std::string, double>> rank_models(
     const std::vector<std::string>& names,
     const std::vector<at::Tensor>& activations,

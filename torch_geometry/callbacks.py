@@ -391,6 +391,11 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
     """Ranks models (or checkpoints) by the NNK leave-one-out error of ``layer``'s activations
     on a probe set of *training* data: no validation data needed.
 
+    Each model's activations stay on that model's device (the probe batches are moved to its
+    current device and floating dtype) and its graph is built there; only the LOO error
+    comes back. float16/bfloat16 activations (AMP) are accepted; the graph is computed in
+    float32.
+
     Args:
         models (dict[str, nn.Module]): candidates; ``layer`` must exist in each.
         probe, labels: as in :class:`NNKEarlyStopping`.
