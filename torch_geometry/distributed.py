@@ -29,6 +29,7 @@ group's timeout (``init_process_group(..., timeout=...)``), which this module re
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -58,6 +59,9 @@ class DistributedNNKGraph:
         offset (int): global index of this rank's first row.
         num_nodes (int): N, all ranks together.
         bytes_sent (int): bytes this rank sent (ring, fetch, gather), for the benchmark.
+        seconds (dict): wall time of each step on this rank: ``ring`` (scores and shard
+            passing; ``ring_comm`` of it passing shards and waiting), ``fetch`` (candidate
+            rows), ``merge`` (exact rescoring), ``solve``, ``gather``.
         graph (NNKGraph or None): on rank ``gather_to``, the whole graph (N rows, with the
             chosen symmetrisation); None elsewhere and when ``gather_to`` is None.
     """
@@ -69,6 +73,7 @@ class DistributedNNKGraph:
     num_nodes: int
     bytes_sent: int
     graph: Optional[NNKGraph] = None
+    seconds: Optional[dict] = None
 
 
 def _fail(step: str, exc: BaseException) -> RuntimeError:
@@ -82,10 +87,17 @@ class _Comm:
     """Collectives on one group, counting the bytes this rank sends."""
 
     def __init__(self, group):
+        self.seconds = {}
+        self._t = time.perf_counter()
         self.group = group
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
         self.bytes_sent = 0
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - self._t
+        self._t = now
 
     def to_global(self, r: int) -> int:
         return r if self.group is None else dist.get_global_rank(self.group, r)
@@ -99,12 +111,15 @@ class _Comm:
     def shift(self, t: torch.Tensor, recv_rows: int) -> torch.Tensor:
         """Sends t to rank + 1 and returns the [recv_rows, ...] tensor of rank - 1."""
         nxt, prv = (self.rank + 1) % self.world, (self.rank - 1) % self.world
+        t0 = time.perf_counter()
         buf = t.new_empty((recv_rows,) + tuple(t.shape[1:]))
         ops = [dist.P2POp(dist.isend, t.contiguous(), self.to_global(nxt), self.group),
                dist.P2POp(dist.irecv, buf, self.to_global(prv), self.group)]
         for w in dist.batch_isend_irecv(ops):
             w.wait()
         self.bytes_sent += t.numel() * t.element_size()
+        # the part of "ring" spent passing shards (and waiting for slower ranks)
+        self.seconds["ring_comm"] = self.seconds.get("ring_comm", 0.0) + time.perf_counter() - t0
         return buf
 
     def all_to_all(self, send: torch.Tensor, send_counts: List[int],
@@ -234,9 +249,12 @@ def _exact_knn(comm: _Comm, x: torch.Tensor, sizes: List[int], k: int, margin: i
     total = sum(sizes)
     offset = sum(sizes[:comm.rank])
     width = min(k + margin, total - 1)
+    comm.lap("setup")
     short = _ring_shortlist(comm, x, sizes, width, block)
+    comm.lap("ring")
     want = torch.unique(short[short >= 0])
     rows = _fetch(comm, x, sizes, want)
+    comm.lap("fetch")
     n = x.shape[0]
     xc, rc, wc = x.detach().cpu(), rows.detach().cpu(), want.cpu()
     if n == 0:
@@ -247,6 +265,7 @@ def _exact_knn(comm: _Comm, x: torch.Tensor, sizes: List[int], k: int, margin: i
     if rc.shape[0] == 0:
         return torch.full((n, k), -1, dtype=torch.long), wc, rc
     idx, _ = torch.ops.torch_geometry.knn_merge(xc, qid, rc, wc, local_rows, k)
+    comm.lap("merge")
     return idx, wc, rc
 
 
@@ -314,10 +333,13 @@ def nnk_graph(x_local: torch.Tensor, k: int, kernel: str = "cosine",
     n = x_local.shape[0]
     idx, want, rows = _exact_knn(comm, x_local, sizes, k, margin, block)
     nbr, w, err = _local_solve(x_local, idx, want, rows, k, threshold, offset)
+    comm.lap("solve")
     out = DistributedNNKGraph(nbr, w, err, offset, total, 0)
     if gather_to is not None:
         out.graph = _gather(comm, out, sizes, k, int(gather_to), symmetrize)
+        comm.lap("gather")
     out.bytes_sent = comm.bytes_sent
+    out.seconds = dict(comm.seconds)
     return out
 
 
