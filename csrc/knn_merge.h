@@ -7,6 +7,9 @@
 namespace torch_geometry {
 namespace ops {
 
+// Registered as torch.ops.torch_geometry._knn_merge: an internal building block of
+// torch_geometry.distributed (the leading underscore keeps it out of the traced, public ops).
+//
 // Exact rescoring of a shortlist of cosine-kernel candidates, for kNN searches
 // whose points are split over several tensors (shards of a distributed search,
 // approximate engines).
@@ -34,11 +37,9 @@ namespace ops {
 //   no
 //         direction and gets none; a zero candidate row is nobody's neighbour).
 //   score [M, k] float64: cos(q_i, p), 0 where padded.
-std::tuple<at::Tensor, at::Tensor> knn_merge(const at::Tensor &queries,
-                                             const at::Tensor &query_ids,
-                                             const at::Tensor &points,
-                                             const at::Tensor &point_ids,
-                                             const at::Tensor &rows, int64_t k);
+std::tuple<at::Tensor, at::Tensor> knn_merge(const at::Tensor& queries, const at::Tensor& query_ids,
+                                             const at::Tensor& points, const at::Tensor& point_ids,
+                                             const at::Tensor& rows, int64_t k);
 
-} // namespace ops
-} // namespace torch_geometry
+}  // namespace ops
+}  // namespace torch_geometry

@@ -264,7 +264,7 @@ def _exact_knn(comm: _Comm, x: torch.Tensor, sizes: List[int], k: int, margin: i
     qid = torch.arange(offset, offset + n)
     if rc.shape[0] == 0:
         return torch.full((n, k), -1, dtype=torch.long), wc, rc
-    idx, _ = torch.ops.torch_geometry.knn_merge(xc, qid, rc, wc, local_rows, k)
+    idx, _ = torch.ops.torch_geometry._knn_merge(xc, qid, rc, wc, local_rows, k)
     comm.lap("merge")
     return idx, wc, rc
 

@@ -178,7 +178,7 @@ def test_knn_merge_against_brute_force():
     rows[:, 3] = rows[:, 4]    # a repeat
     rows[5, 10:] = -1
     k = 6
-    idx, score = torch.ops.torch_geometry.knn_merge(q, qid, p, pid, rows, k)
+    idx, score = torch.ops.torch_geometry._knn_merge(q, qid, p, pid, rows, k)
     cos = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(p, dim=1).T
     for i in range(30):
         cand = [int(r) for r in dict.fromkeys(rows[i].tolist()) if r >= 0 and r != 7
@@ -188,8 +188,8 @@ def test_knn_merge_against_brute_force():
         assert idx[i].tolist() == want + [-1] * (k - len(want)), i
         assert torch.allclose(score[i, :len(want)], cos[i, cand[:k]], atol=1e-12)
     with pytest.raises(RuntimeError, match="rows should index points"):
-        torch.ops.torch_geometry.knn_merge(q, qid, p, pid, rows + 100, k)
+        torch.ops.torch_geometry._knn_merge(q, qid, p, pid, rows + 100, k)
     with pytest.raises(RuntimeError, match="point_ids should be int64"):
-        torch.ops.torch_geometry.knn_merge(q, qid, p, pid[:5], rows, k)
+        torch.ops.torch_geometry._knn_merge(q, qid, p, pid[:5], rows, k)
     with pytest.raises(RuntimeError, match="dtype of queries"):
-        torch.ops.torch_geometry.knn_merge(q, qid, p.float(), pid, rows, k)
+        torch.ops.torch_geometry._knn_merge(q, qid, p.float(), pid, rows, k)
