@@ -18,3 +18,7 @@ from .tracking import GeometryTracker  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["GeometryTracker", "approximate_candidates", "candidate_recall", "NNKEarlyStopping", "callbacks", "channelwise", "select_models", "NNKGraph", "knn_graph", "metrics", "nnk_graph", "__version__"]
+
+from .neighbors import nnk_interpolate, nnk_neighbors  # noqa: E402
+
+__all__ += ["nnk_interpolate", "nnk_neighbors"]
