@@ -18,3 +18,20 @@ from .tracking import GeometryTracker  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["GeometryTracker", "approximate_candidates", "candidate_recall", "NNKEarlyStopping", "callbacks", "channelwise", "select_models", "NNKGraph", "knn_graph", "metrics", "nnk_graph", "__version__"]
+
+from .neighbors import nnk_interpolate, nnk_neighbors  # noqa: E402
+
+__all__ += ["nnk_interpolate", "nnk_neighbors"]
+from .stability import linear_cka, stability  # noqa: E402
+
+__all__ += ["linear_cka", "stability", "NNKClassifier", "NNKRegressor", "few_shot_accuracy"]
+
+# The estimators import scikit-learn (optional) when it is installed: loaded on first use.
+_LAZY_ESTIMATORS = ("NNKClassifier", "NNKRegressor", "few_shot_accuracy")
+
+
+def __getattr__(name):
+    if name in _LAZY_ESTIMATORS:
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'torch_geometry' has no attribute {name!r}")

@@ -151,3 +151,28 @@ def register() -> bool:
             registrar(f"torch_geometry::{name}")(fake)
         _REGISTERED = True
     return True
+
+
+def _nnk_neighbors(queries: torch.Tensor, reference: torch.Tensor, k: int,
+                   kernel: str = "cosine", sigma: Optional[float] = None,
+                   sigma_mode: str = "mean", candidate_metric: str = "kernel",
+                   candidates: Optional[torch.Tensor] = None, threshold: float = 1e-10):
+    _points(queries, "nnk_neighbors", "queries")
+    _points(reference, "nnk_neighbors", "reference")
+    _check(queries.shape[1] == reference.shape[1],
+           "nnk_neighbors: queries and reference should have the same dimension D")
+    _check(k >= 1, f"nnk_neighbors: k should be >= 1, got {k}")
+    _check(k < reference.shape[0], "nnk_neighbors: k should be < N (reference rows)")
+    q = queries.shape[0]
+    return (queries.new_empty((q, k), dtype=torch.long), queries.new_empty((q, k)),
+            queries.new_empty((q,)))
+
+
+def _nnk_interpolate(neighbors: torch.Tensor, weights: torch.Tensor, values: torch.Tensor):
+    _graph(neighbors, weights, "nnk_interpolate")
+    _check(values.dim() == 2, "nnk_interpolate: values should be [N, C]")
+    dtype = torch.promote_types(weights.dtype, values.dtype)
+    return values.new_empty((neighbors.shape[0], values.shape[1]), dtype=dtype)
+
+
+FAKES.update({"nnk_neighbors": _nnk_neighbors, "nnk_interpolate": _nnk_interpolate})

@@ -838,3 +838,162 @@ def test_reported_fault(name):
         out = run_forked("eval", f"(lambda r: bool({expected}))({reproducer})")
         ok = out.kind == "ok" and out.value is True
     assert ok, f"{name}: {what}; got {out.kind} {out.error}\n  reproducer: {reproducer}"
+
+
+# ------------------------------------------------------------------ out of sample
+
+
+@st.composite
+def neighbors_case(draw):
+    ref, dtype, layout = draw(points(n_min=2))
+    n, d = ref.shape
+    q = draw(st.integers(0, 5))
+    # Queries on the same grid; some are copies of reference rows (the duplicate rule).
+    rows = [ref[draw(st.integers(0, n - 1))] if draw(st.booleans())
+            else np.array(draw(st.lists(st.integers(-3, 3), min_size=d, max_size=d)), dtype=np.float64)
+            * (np.abs(ref).max() or 1.0) for _ in range(q)]
+    qry = np.array(rows, dtype=np.float64).reshape(q, d)
+    kernel = draw(st.sampled_from(["cosine", "gaussian"]))
+    sigma = draw(st.sampled_from([None, 0.5, 2.0])) if kernel == "gaussian" else None
+    sigma_mode = draw(st.sampled_from(["mean", "local"]))
+    metric = draw(st.sampled_from(["kernel", "euclidean"]))
+    k = draw(st.integers(1, n - 1))
+    cand = None
+    if draw(st.booleans()):
+        cand = np.array(draw(st.lists(st.lists(st.integers(-1, n - 1), min_size=k, max_size=k),
+                                      min_size=q, max_size=q)), dtype=np.int64).reshape(q, k)
+    corruption = None
+    if draw(st.booleans()):
+        corruption = draw(st.sampled_from(
+            ["nan", "k_ge_n", "k_zero", "dim", "dtype", "metric", "kernel", "cand_high",
+             "cand_low", "cand_shape"] + (["nan"] if q == 0 else [])))
+    qa_dtype, threshold = dtype, 1e-10
+    if corruption == "nan":
+        ref = ref.copy(); ref[draw(st.integers(0, n - 1)), 0] = float("nan"); layout = "contig"
+    elif corruption == "k_ge_n":
+        k = n + draw(st.integers(0, 2)); cand = None
+    elif corruption == "k_zero":
+        k = 0; cand = None
+    elif corruption == "dim":
+        qry = np.zeros((q, d + 1))
+    elif corruption == "dtype":
+        qa_dtype = torch.float64 if dtype == torch.float32 else torch.float32
+    elif corruption == "metric":
+        metric = draw(st.sampled_from(["l2", "Kernel", ""]))
+    elif corruption == "kernel":
+        kernel = draw(st.sampled_from(["l2", "Cosine", ""]))
+    elif corruption in ("cand_high", "cand_low", "cand_shape"):
+        cand = np.full((q, k), -1, dtype=np.int64)
+        if corruption == "cand_shape" or q == 0:
+            cand = np.full((q + 1, k), -1, dtype=np.int64)
+            corruption = "cand_shape"
+        else:
+            cand[draw(st.integers(0, q - 1)), draw(st.integers(0, k - 1))] = (
+                n + draw(st.integers(0, 3)) if corruption == "cand_high" else -2)
+    args = [tensor_arg(qry, qa_dtype), tensor_arg(ref, dtype, layout), Arg(k, repr(k)),
+            Arg(kernel, repr(kernel)), Arg(sigma, _lit(sigma)), Arg(sigma_mode, repr(sigma_mode)),
+            Arg(metric, repr(metric)),
+            tensor_arg(cand, torch.int64) if cand is not None else Arg(None, "None"),
+            Arg(threshold, _lit(threshold))]
+    return Case("nnk_neighbors", args, corruption,
+                {"ref": ref, "qry": qry, "dtype": dtype, "k": k, "kernel": kernel, "sigma": sigma})
+
+
+@FUZZ_SETTINGS
+@hypothesis.given(neighbors_case())
+def test_fuzz_nnk_neighbors(case):
+    out = run_case(case)
+    if out is None:
+        return
+    nbr, w, err = out
+    info, where = case.info, case.info["where"]
+    q, n, k = info["qry"].shape[0], info["ref"].shape[0], info["k"]
+    assert nbr.shape == (q, k) and w.shape == (q, k) and err.shape == (q,), where
+    assert w.dtype == info["dtype"] and err.dtype == info["dtype"], where
+    nb = nbr.numpy()
+    assert ((nb >= -1) & (nb < n)).all(), f"neighbors out of [-1, N){where}"
+    for row in nb:
+        valid = row[row >= 0]
+        assert (row[len(valid):] == -1).all() and len(set(valid.tolist())) == len(valid), f"{row}{where}"
+    check_weights(w, nbr, where)
+    e = err.double()
+    assert torch.isfinite(e).all() and (e >= -1e-6).all() and (e <= 1 + 1e-6).all(), f"error {e}{where}"
+    if info["kernel"] == "gaussian" and info["sigma"] is None:
+        return  # the bandwidth depends on the candidates: judged in test_nnk_neighbors.py
+    # KKT of every query's problem in float64 on the points as the op saw them.
+    ref = torch.tensor(info["ref"]).to(info["dtype"]).double().numpy()
+    qry = torch.tensor(info["qry"]).to(info["dtype"]).double().numpy()
+    tol = 1e-8 if info["dtype"] == torch.float64 else 1e-4
+    for i in range(q):
+        if info["kernel"] == "cosine" and not qry[i].any():
+            assert (nb[i] == -1).all() and e[i] == 1, f"query {i} has no direction{where}"
+            continue
+        s = nb[i][nb[i] >= 0]
+        t = w[i][: len(s)].double().numpy()
+        K = kernel_matrix(np.concatenate([qry[i:i + 1], ref[s]]), info["kernel"], info["sigma"])
+        g = K[1:, 1:] @ t - K[0, 1:]
+        dup = K[0, 1:] >= 1 - 1e-9
+        if dup.any():
+            # Exact duplicates get weight 1 each; points the kernel cannot tell from the query
+            # (K = 1 in float64) carry the whole reconstruction between them.
+            assert (t[~dup] == 0).all() and t[dup].sum() >= 1 - tol, f"query {i}: {t}{where}"
+            continue
+        on = t > 0
+        assert (np.abs(g[on]) <= tol).all(), f"query {i}: KKT gradient on the support {g[on]}{where}"
+        assert (g[~on] >= -tol).all(), f"query {i}: KKT gradient off the support {g[~on]}{where}"
+
+
+@st.composite
+def interpolate_case(draw):
+    n = draw(st.integers(1, 6))
+    q = draw(st.integers(0, 5))
+    k = draw(st.integers(1, 4))
+    c = draw(st.integers(1, 3))
+    nbr = np.full((q, k), -1, dtype=np.int64)
+    w = np.zeros((q, k))
+    for i in range(q):
+        m = draw(st.integers(0, min(k, n)))
+        nbr[i, :m] = draw(st.permutations(list(range(n))))[:m]
+        w[i, :m] = draw(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0]), min_size=m, max_size=m))
+    vals = np.array(draw(st.lists(st.lists(st.integers(-3, 3), min_size=c, max_size=c),
+                                  min_size=n, max_size=n)), dtype=np.float64)
+    wdtype = draw(st.sampled_from(DTYPES))
+    vdtype = draw(st.sampled_from(DTYPES))
+    corruption = None
+    if draw(st.booleans()):
+        corruption = draw(st.sampled_from(
+            ["nan_values"] + (["index_high", "index_low", "nan_weight", "inf_weight",
+                               "negative_weight", "padding_weight"] if q > 0 else [])))
+        nbr, w, vals = nbr.copy(), w.copy(), vals.copy()
+        i, l = (draw(st.integers(0, q - 1)), draw(st.integers(0, k - 1))) if q > 0 else (0, 0)
+        if corruption == "nan_values":
+            vals[draw(st.integers(0, n - 1)), 0] = float("nan")
+        elif corruption == "index_high":
+            nbr[i, l] = n + draw(st.integers(0, 3))
+        elif corruption == "index_low":
+            nbr[i, l] = -2 - draw(st.integers(0, 3))
+        elif corruption == "padding_weight":
+            nbr[i, l], w[i, l] = -1, 1.0
+        else:
+            w[i, l] = {"nan_weight": float("nan"), "inf_weight": float("inf"),
+                       "negative_weight": -0.5}[corruption]
+    args = [tensor_arg(nbr, torch.int64), tensor_arg(w, wdtype), tensor_arg(vals, vdtype)]
+    return Case("nnk_interpolate", args, corruption, {"nbr": nbr, "w": w, "vals": vals,
+                                                        "dtype": torch.promote_types(wdtype, vdtype)})
+
+
+@FUZZ_SETTINGS
+@hypothesis.given(interpolate_case())
+def test_fuzz_nnk_interpolate(case):
+    out = run_case(case)
+    if out is None:
+        return
+    info, where = case.info, case.info["where"]
+    nbr, w, vals = info["nbr"], info["w"], info["vals"]
+    assert out.shape == (nbr.shape[0], vals.shape[1]) and out.dtype == info["dtype"], where
+    for i in range(nbr.shape[0]):
+        on = nbr[i] >= 0
+        total = w[i][on].sum()
+        want = (w[i][on][:, None] * vals[nbr[i][on]]).sum(0) / total if total > 0 else np.zeros(vals.shape[1])
+        tol = 1e-5 if info["dtype"] == torch.float32 else 1e-12
+        assert np.allclose(out[i].double().numpy(), want, atol=tol), f"row {i}: {out[i]} vs {want}{where}"
