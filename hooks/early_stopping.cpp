@@ -37,9 +37,11 @@ at::Tensor scoring_dtype(const at::Tensor& a) {
 double layer_loo_error(const at::Tensor& x, const at::Tensor& labels, int64_t num_classes,
                        int64_t k, const std::string& kernel,
                        const std::string& candidate_metric) {
+  // CANDIDATE_METRIC: this build's nnk_graph has no candidate_metric argument yet. Once it
+  // has, the check goes and the call below ends with `kDefaultThreshold, candidate_metric`.
   TORCH_CHECK(candidate_metric == "kernel", "NNKEarlyStopping: candidate_metric=\"",
               candidate_metric, "\" needs nnk_graph(..., candidate_metric), which this build "
-              "does not have");  // candidate_metric: forward to nnk_graph once it takes it
+              "does not have");
   at::Tensor nbr, w, err;
   std::tie(nbr, w, err) = ops::nnk_graph(x, k, kernel, c10::nullopt, kDefaultSigmaMode,
                                          c10::nullopt, kDefaultThreshold);
@@ -52,9 +54,11 @@ std::vector<double> channel_loo_errors(const at::Tensor& a, const at::Tensor& la
                                        int64_t num_classes, int64_t k,
                                        const std::string& kernel,
                                        const std::string& candidate_metric) {
+  // CANDIDATE_METRIC: as in layer_loo_error; the call below then ends with
+  // `kDefaultThreshold, candidate_metric`.
   TORCH_CHECK(candidate_metric == "kernel", "NNKEarlyStopping: candidate_metric=\"",
               candidate_metric, "\" needs channel_nnk_graph(..., candidate_metric), which this "
-              "build does not have");  // candidate_metric: forward to channel_nnk_graph once it takes it
+              "build does not have");
   at::Tensor nbr, w, err;
   std::tie(nbr, w, err) = ops::channel_nnk_graph(a, k, kernel, kDefaultThreshold);
   const at::Tensor y = labels.to(a.device());
