@@ -291,9 +291,10 @@ def corruptions(state, channels):
     bad = []
     s = dict(state); s["recent_scores"] = state["recent_scores"][:-1]
     bad.append((s, "not a whole number of checks"))
-    s = dict(state); s["recent_scores"] = torch.cat([state["recent_scores"]] * 3)
+    s = dict(state); s["recent_scores"] = torch.cat([state["recent_scores"]] * 2)
     bad.append((s, "at most smoothing"))
-    s = dict(state); s["recent_scores"] = state["recent_scores"].clone(); s["recent_scores"][0] = float("nan")
+    s = dict(state); s["recent_scores"] = state["recent_scores"].clone()
+    s["recent_scores"][0] = float("nan")
     bad.append((s, "should be finite"))
     s = dict(state); s["counters"] = state["counters"][:3]
     bad.append((s, "should hold 4 values"))
