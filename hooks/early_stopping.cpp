@@ -37,12 +37,9 @@ at::Tensor scoring_dtype(const at::Tensor& a) {
 double layer_loo_error(const at::Tensor& x, const at::Tensor& labels, int64_t num_classes,
                        int64_t k, const std::string& kernel,
                        const std::string& candidate_metric) {
-  TORCH_CHECK(candidate_metric == "kernel", "NNKEarlyStopping: candidate_metric=\"",
-              candidate_metric, "\" needs nnk_graph(..., candidate_metric), which this build "
-              "does not have");  // candidate_metric: forward to nnk_graph once it takes it
   at::Tensor nbr, w, err;
   std::tie(nbr, w, err) = ops::nnk_graph(x, k, kernel, c10::nullopt, kDefaultSigmaMode,
-                                         c10::nullopt, kDefaultThreshold);
+                                         c10::nullopt, kDefaultThreshold, candidate_metric);
   const at::Tensor y = labels.to(x.device());
   return std::get<0>(ops::nnk_loo_error(nbr, w, y, num_classes)).to(at::kDouble).mean()
       .item<double>();
@@ -52,11 +49,8 @@ std::vector<double> channel_loo_errors(const at::Tensor& a, const at::Tensor& la
                                        int64_t num_classes, int64_t k,
                                        const std::string& kernel,
                                        const std::string& candidate_metric) {
-  TORCH_CHECK(candidate_metric == "kernel", "NNKEarlyStopping: candidate_metric=\"",
-              candidate_metric, "\" needs channel_nnk_graph(..., candidate_metric), which this "
-              "build does not have");  // candidate_metric: forward to channel_nnk_graph once it takes it
   at::Tensor nbr, w, err;
-  std::tie(nbr, w, err) = ops::channel_nnk_graph(a, k, kernel, kDefaultThreshold);
+  std::tie(nbr, w, err) = ops::channel_nnk_graph(a, k, kernel, kDefaultThreshold, candidate_metric);
   const at::Tensor y = labels.to(a.device());
   std::vector<at::Tensor> per_channel;
   for (int64_t c = 0; c < a.size(1); ++c) {
