@@ -476,8 +476,7 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
         f"kernel, {cfg['candidate_metric']} candidates, nodes = {n_nodes} training images "
         f"(the first of each class, stratified), k = {', '.join(map(str, cfg['k']))}. Methods "
         f"return the model of their last improving epoch (also when the budget runs out).", "",
-        "## Deviations (from the issue and from the published setup)", "",
-        DEVIATIONS_PLACEHOLDER, "",
+        DEVIATIONS_HEADING, "", DEVIATIONS_PLACEHOLDER, "",
     ]
     for g, rows in res["methods"].items():
         lines += [f"## Methods, label noise {g}", "",
@@ -547,8 +546,9 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
         f.write("\n".join(lines))
 
 
-#: Replaced by the text of --deviations (a file) when given.
+#: Replaced by the text of --deviations (a file), or kept from the existing report.
 DEVIATIONS_PLACEHOLDER = "_(deviations: stated by hand)_"
+DEVIATIONS_HEADING = "## Deviations (from the issue and from the published setup)"
 
 
 # ------------------------------------------------------------------ main
@@ -649,7 +649,25 @@ def _read(path: str) -> str:
         return f.read().strip()
 
 
+def hand_written(path: str, heading: str) -> str:
+    """The text under ``heading`` in an existing report (up to the next "## " heading), so
+    that regenerating the tables keeps what was written by hand; "" when there is none."""
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return ""
+    body = text[start + len(heading) + 2:]
+    end = body.find("\n## ")
+    body = (body if end < 0 else body[:end]).strip()
+    return "" if body.startswith("_(") else body
+
+
 def report(out: str, log: dict, deviations: str, interpretation: str) -> None:
+    deviations = deviations or hand_written(out, DEVIATIONS_HEADING)
+    interpretation = interpretation or hand_written(out, "## Interpretation")
     write_markdown(out, log, interpretation or INTERPRETATION_PLACEHOLDER)
     if deviations:
         with open(out) as f:

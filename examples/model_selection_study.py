@@ -32,8 +32,8 @@ from typing import Dict, List
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from early_stopping_study import (INTERPRETATION_PLACEHOLDER, StudyCNN,  # noqa: E402
-                                  add_label_noise, command_line, evaluate, forward_all,
+from early_stopping_study import (DEVIATIONS_HEADING, INTERPRETATION_PLACEHOLDER,  # noqa: E402
+                                  StudyCNN, add_label_noise, hand_written, command_line, evaluate, forward_all,
                                   kendall_tau, knn_loo, machine_info, nnk_loo,
                                   stratified_nodes, train_one_epoch, warm_up)
 
@@ -123,7 +123,7 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
         f"{cfg['test_size']} clean test images. Graph nodes: {log['num_nodes']} of the "
         f"training images (stratified); signals on the penultimate layer (relu3), cosine "
         f"kernel.", "",
-        "## Deviations (from the issue and from the published setup)", "", deviations, "",
+        DEVIATIONS_HEADING, "", deviations, "",
         "## Agreement with test accuracy", "",
         f"Kendall tau over the {len(rows)} models (+1 = the signal orders the models exactly "
         "as test accuracy does), bootstrap 95 % CI resampling the models, and the model each "
@@ -179,11 +179,15 @@ def _read(path: str) -> str:
 
 
 def report(cfg, log):
+    """Writes the report; hand-written sections come from the files given, else from the
+    existing report."""
     kw = {}
-    if cfg.interpretation:
-        kw["interpretation"] = _read(cfg.interpretation)
-    if cfg.deviations:
-        kw["deviations"] = _read(cfg.deviations)
+    interpretation = _read(cfg.interpretation) or hand_written(cfg.out, "## Interpretation")
+    deviations = _read(cfg.deviations) or hand_written(cfg.out, DEVIATIONS_HEADING)
+    if interpretation:
+        kw["interpretation"] = interpretation
+    if deviations:
+        kw["deviations"] = deviations
     write_markdown(cfg.out, log, **kw)
 
 
