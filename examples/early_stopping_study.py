@@ -620,8 +620,8 @@ def run_c_both(x, y, x_test, y_test, seed, nodes, cfg) -> dict:
 
 
 def add_run_c(cfg, json_path, x, y_clean, x_test, y_test) -> None:
-    """Runs C for every (noise, seed) of an existing log, with the log's configuration, and
-    adds it to the log (Runs A and B are not repeated)."""
+    """Runs C for the (noise, seed) runs of an existing log chosen by --noise and --seeds,
+    with the log's configuration, and adds it to the log (Runs A and B are not repeated)."""
     with open(json_path) as f:
         log = json.load(f)
     run_cfg = argparse.Namespace(**log["config"])
@@ -630,6 +630,8 @@ def add_run_c(cfg, json_path, x, y_clean, x_test, y_test) -> None:
     log["command_run_c"] = command_line()
     t0 = time.perf_counter()
     for run in log["runs"]:
+        if run["noise"] not in cfg.noise or run["seed"] not in cfg.seeds:
+            continue        # --noise and --seeds choose the runs that get a Run C
         y = add_label_noise(y_clean, run["noise"], run["seed"])
         nodes = stratified_nodes(y, run_cfg.nodes)
         run["C"] = run_c_both(x, y, x_test, y_test, run["seed"], nodes, run_cfg)
@@ -689,10 +691,14 @@ def main(argv=None):
 
     cmd, info = command_line(), machine_info()
     t0 = time.perf_counter()
+    json_path = os.path.splitext(cfg.out)[0] + ".json"
+    if cfg.add_run_c:           # the data of the logged runs
+        with open(json_path) as f:
+            logged = json.load(f)["config"]
+        cfg.train_size, cfg.test_size = logged["train_size"], logged["test_size"]
     x, y_clean = load_fashion_mnist("train", n=cfg.train_size, flatten=False)
     x_test, y_test = load_fashion_mnist("test", n=cfg.test_size, flatten=False)
     warm_up(x, y_clean, cfg.batch_size)
-    json_path = os.path.splitext(cfg.out)[0] + ".json"
     os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     if cfg.add_run_c:
         add_run_c(cfg, json_path, x, y_clean, x_test, y_test)
