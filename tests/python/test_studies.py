@@ -151,3 +151,15 @@ def test_knn_loo_error_matches_brute_force():
         wrong += int(votes.argmax() != y[i])          # argmax: ties to the lowest class
     got = study.knn_loo(torch.from_numpy(x), torch.from_numpy(y), k, "euclidean")
     assert got == pytest.approx(wrong / 120)
+
+
+def test_hand_written_sections_survive_regeneration(tmp_path):
+    study = _load("early_stopping_study")
+    report = tmp_path / "r.md"
+    assert study.hand_written(str(report), "## Interpretation") == ""
+    report.write_text(f"# T\n\n{study.DEVIATIONS_HEADING}\n\n- 3 seeds\n- 1,000 images\n\n"
+                      f"## Methods\n\n| a |\n\n## Interpretation\n\nIt works.\nTwo lines.\n")
+    assert study.hand_written(str(report), study.DEVIATIONS_HEADING) == "- 3 seeds\n- 1,000 images"
+    assert study.hand_written(str(report), "## Interpretation") == "It works.\nTwo lines."
+    report.write_text(f"## Interpretation\n\n{study.INTERPRETATION_PLACEHOLDER}\n")
+    assert study.hand_written(str(report), "## Interpretation") == ""
