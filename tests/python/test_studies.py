@@ -89,6 +89,8 @@ def test_patience_rule_replay_on_scripted_scores():
     # "auto": the standard error of 0.4 on 100 points is 0.049, so 0.39 and 0.38 do not
     # count as improvements over 0.4: stop at 5 with the model of epoch 2.
     assert study.last_improvement(scores, 3, "auto", 100) == (5, 2, True)
+    # Equal to the best is no improvement.
+    assert study.last_improvement([0.5, 0.5, 0.5, 0.5], 2) == (3, 1, True)
     # Accuracies (higher is better).
     assert study.last_improvement([0.1, 0.3, 0.2, 0.25], 2, lower_is_better=False) == (4, 2, True)
 
