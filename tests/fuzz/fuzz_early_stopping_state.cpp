@@ -113,16 +113,19 @@ at::Tensor fuzz_tensor(FuzzedDataProvider& fdp) {
 }
 
 void mutate(FuzzedDataProvider& fdp, State& s) {
-  static const char* keys[] = {"best_scores", "last_scores", "wait", "frozen_epoch",
-                               "counters", "stop_reason", "best_params.0", "best_params.1",
-                               "best_params.2"};
-  const std::string key = keys[fdp.ConsumeIntegralInRange<int>(0, 8)];
+  static const char* keys[] = {"best_scores",     "last_scores",       "wait",
+                               "frozen_epoch",    "counters",          "stop_reason",
+                               "recent_scores",   "best_params.0",     "best_params.1",
+                               "best_params.2",   "improved_params.0", "improved_params.1",
+                               "improved_extra.0"};
+  const std::string key = keys[fdp.ConsumeIntegralInRange<int>(0, 12)];
+  const bool snapshot = key.rfind("best_params.", 0) == 0 || key.rfind("improved_", 0) == 0;
   switch (fdp.ConsumeIntegralInRange<int>(0, 5)) {
     case 0:
       s.erase(key);
       break;
     case 1:
-      if (key.rfind("best_params.", 0) == 0) {
+      if (snapshot) {
         // A snapshot of another shape or dtype.
         const int64_t c = fdp.ConsumeIntegralInRange<int64_t>(0, kC + 1);
         s[key] = fdp.ConsumeBool() ? at::full({c, 1, 2, 2}, fuzz_double(fdp), at::kDouble)
@@ -134,7 +137,7 @@ void mutate(FuzzedDataProvider& fdp, State& s) {
     case 2: {
       // One value changed in place, the length kept.
       auto it = s.find(key);
-      if (it != s.end() && it->second.numel() > 0 && key.rfind("best_params.", 0) != 0) {
+      if (it != s.end() && it->second.numel() > 0 && !snapshot) {
         at::Tensor t = it->second.clone();
         const int64_t at_ = fdp.ConsumeIntegralInRange<int64_t>(0, t.numel() - 1);
         if (at::isFloatingType(t.scalar_type())) t.view(-1)[at_] = fuzz_double(fdp);
@@ -157,7 +160,10 @@ void mutate(FuzzedDataProvider& fdp, State& s) {
       break;
     }
     default: {
+      // Usually the four counters of the state (checks, stopped epoch, reason length,
+      // last improvement), sometimes another count.
       std::vector<int64_t> c = {fuzz_int(fdp), fuzz_int(fdp), fuzz_int(fdp)};
+      if (fdp.ConsumeIntegralInRange<int>(0, 3) != 0) c.push_back(fuzz_int(fdp));
       s["counters"] = at::tensor(c, at::kLong);
       break;
     }
@@ -173,6 +179,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opt.patience = fdp.ConsumeIntegralInRange<int64_t>(1, 3);
   opt.k = 3;
   opt.restore_best_weights = fdp.ConsumeBool();
+  opt.smoothing = fdp.ConsumeIntegralInRange<int64_t>(1, 3);
+  opt.auto_min_delta = fdp.ConsumeBool();
+  // Every restore rule the mode accepts ("best" is the layer mode's alone).
+  switch (fdp.ConsumeIntegralInRange<int>(0, 2)) {
+    case 0: break;  // the mode's default
+    case 1: opt.restore_on_stop = std::string("last_improvement"); break;
+    default: opt.restore_on_stop = std::string(opt.mode == "layer" ? "best" : "none"); break;
+  }
+  if (opt.mode == "layer" && opt.restore_on_stop.has_value()) {
+    opt.restore_best_weights = *opt.restore_on_stop == "best";
+  }
   const int checks = fdp.ConsumeIntegralInRange<int>(0, 3);
   const uint64_t seed = fdp.ConsumeIntegral<uint8_t>();
 
