@@ -16,6 +16,14 @@ index (``GpuIndexFlatIP``) where FAISS with GPU support is installed, and the CP
 threads. Prints times, ratios and peak GPU memory (``torch.cuda.max_memory_allocated``)
 next to input + output size.
 
+Part 3 (training integration on the device). A seeded CNN on Fashion-MNIST images is moved
+to the device: the geometry tracker (two epochs, with a training step between them, on
+activations that stay on the device) and ``select_models`` (two models) are compared with
+the same computations on the CPU copies of the same activations; half-precision activations
+must give the metrics of their float32 copy; a tracker made while the model was on the CPU
+must follow it to the device; and every device -> host copy made by a tracker epoch is
+logged: none may be larger than the per-node metric vectors (N values).
+
 Usage::
 
     python benchmarks/gpu_check.py                      # on a GPU: a few minutes on an H200
@@ -36,6 +44,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torch_geometry as tg
 from torch_geometry.datasets import load_fashion_mnist
@@ -175,6 +184,143 @@ class Checker:
         cand = tg.approximate_candidates(feats, k)
         self.compare(path, "fmnist-act/approx-candidates", "nnk_graph",
                      (feats, k, "cosine", None, "mean", cand, 1e-10))
+
+
+# ---------------------------------------------------------------- training integration
+TRAINING_TOL = 2e-3   # summary means: graphs may differ from the CPU kernel's by ties
+
+
+class HostCopies(TorchDispatchMode):
+    """Logs the shape of every copy from a non-CPU tensor to a CPU one."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: List[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.ops.aten._to_copy.default:
+            if args[0].device.type != "cpu" and out.device.type == "cpu":
+                self.shapes.append(tuple(args[0].shape))
+        elif func is torch.ops.aten.copy_.default:
+            if args[1].device.type != "cpu" and args[0].device.type == "cpu":
+                self.shapes.append(tuple(args[1].shape))
+        return out
+
+
+def training_model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def compare_rows(got: List[dict], want: List[dict]) -> tuple:
+    """(ok, worst |difference| of a summary mean, note) of two lists of history rows."""
+    keys_g = [(r["epoch"], r["layer"], r["metric"]) for r in got]
+    keys_w = [(r["epoch"], r["layer"], r["metric"]) for r in want]
+    if keys_g != keys_w:
+        return False, math.inf, "different rows"
+    worst = 0.0
+    for g, w in zip(got, want):
+        if g["count"] != w["count"]:
+            return False, math.inf, f"{g['layer']}/{g['metric']}: count {g['count']} vs {w['count']}"
+        if w["count"]:
+            worst = max(worst, abs(g["mean"] - w["mean"]))
+    return worst <= TRAINING_TOL, worst, ""
+
+
+def check_training(device: str, small: bool) -> List[Dict]:
+    """Part 3; one row per check: {"check", "ok", "detail"}."""
+    from torch_geometry.callbacks import select_models
+    from torch_geometry.tracking import capture_probe
+
+    n = 600 if small else 2000
+    k = 10 if small else 25
+    x, y = load_fashion_mnist("train", n=n, flatten=False)
+    layers = ["1", "4", "8"]
+    rows: List[Dict] = []
+
+    def record(check: str, ok: bool, detail: str):
+        rows.append({"check": check, "ok": bool(ok), "detail": detail})
+
+    model = training_model(0).to(device)
+    tracker = tg.GeometryTracker(model, layers, (x, y), k=k, progress=False)
+    opts = tg._C.TrackerOptions()
+    opts.k = k
+    ref = tg._C.GeometryTrackerCore(layers, opts)
+    ref.set_labels(y)
+    got, want = [], []
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for epoch in range(2):
+        acts = tracker.capture()
+        where = {a.device.type for a in acts.values()}
+        got += tracker._core.step(epoch, acts)
+        want += ref.step(epoch, {name: a.cpu() for name, a in acts.items()})
+        del acts
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[:200].to(device)), y[:200].to(device)).backward()
+        opt.step()
+    ok, worst, note = compare_rows(got, want)
+    record("tracker: 2 epochs on the device vs the CPU kernels", ok and where == {torch.device(device).type},
+           f"activations on {sorted(where)}; summary means max |diff| {worst:.1e} {note}".strip())
+
+    copies = HostCopies()
+    with copies:
+        tracker.on_epoch_end(2)
+    largest = max((math.prod(s) for s in copies.shapes), default=0)
+    record("tracker epoch: device -> host copies", largest <= n,
+           f"{len(copies.shapes)} copies, largest {largest} values (N = {n})")
+
+    acts = capture_probe(model, layers, tracker.probe_x)
+    for half in (torch.float16, torch.bfloat16):
+        a = tg._C.GeometryTrackerCore(layers, opts)
+        b = tg._C.GeometryTrackerCore(layers, opts)
+        a.set_labels(y)
+        b.set_labels(y)
+        ok, worst, note = compare_rows(a.step(0, {m: t.to(half) for m, t in acts.items()}),
+                                       b.step(0, {m: t.to(half).float() for m, t in acts.items()}))
+        record(f"tracker: {half} activations vs their float32 copy", ok and worst == 0.0,
+               f"summary means max |diff| {worst:.1e} {note}".strip())
+    del acts
+
+    other = training_model(1).to(device)
+    models = {"trained": model, "untrained": other}
+    with HostCopies() as sel_copies:
+        ranked = select_models(models, (x, y), layer="8", k=k)
+    cpu_ranked = select_models({name: _cpu_copy(m) for name, m in models.items()}, (x, y),
+                               layer="8", k=k)
+    diff = max(abs(a[1] - b[1]) for a, b in zip(sorted(ranked), sorted(cpu_ranked)))
+    largest = max((math.prod(s) for s in sel_copies.shapes), default=0)
+    record("select_models on the device vs CPU copies of the models",
+           diff <= TRAINING_TOL and largest <= 1,
+           f"{ranked}; LOO error max |diff| {diff:.1e}; largest device -> host copy {largest}")
+
+    moved = training_model(2)
+    late = tg.GeometryTracker(moved, layers, (x, y), k=k, progress=False)
+    late.on_epoch_end(0)
+    moved.to(device)
+    where = {a.device.type for a in late.capture().values()}
+    late_rows = late.on_epoch_end(1)
+    record("tracker made on the CPU follows the model to the device",
+           where == {torch.device(device).type} and any(r["metric"] == "epoch_overlap" for r in late_rows),
+           f"activations on {sorted(where)} after model.to({device!r})")
+    return rows
+
+
+def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(model).cpu()
+
+
+def print_training(rows: List[Dict]):
+    print("\n## Training integration on the device\n")
+    print("| check | ok | detail |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r['check']} | {'yes' if r['ok'] else 'NO'} | {r['detail']} |")
 
 
 # ---------------------------------------------------------------- speed
@@ -356,11 +502,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             print_speed(rows, path)
             results[f"speed_{path}"] = rows
     ops._set_native_cuda(False)
+    results["training"] = check_training(args.device, args.small)
+    print_training(results["training"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
-    failed = sum(not r["ok"] for key, rows in results.items() if key.startswith("correctness")
-                 for r in rows)
+    failed = sum(not r["ok"] for key, rows in results.items()
+                 if key.startswith("correctness") or key == "training" for r in rows)
     return 1 if failed else 0
 
 

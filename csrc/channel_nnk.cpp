@@ -17,8 +17,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_nnk_graph_composite(
     const at::Tensor& activations,
     int64_t k,
     c10::string_view kernel,
-    double threshold) {
+    double threshold,
+    c10::string_view candidate_metric) {
   const char* op = "channel_nnk_graph";
+  parse_candidate_metric(candidate_metric, op);  // refused before any channel is built
   TORCH_CHECK(activations.dim() >= 3, op,
               ": activations should be [N, C, ...] with spatial dims, got shape ",
               activations.sizes());
@@ -34,7 +36,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_nnk_graph_composite(
     const at::Tensor x = activations.select(1, ch).reshape({n, -1});
     at::Tensor a, b, e;
     std::tie(a, b, e) =
-        nnk_graph(x, k, kernel, c10::nullopt, kDefaultSigmaMode, c10::nullopt, threshold);
+        nnk_graph(x, k, kernel, c10::nullopt, kDefaultSigmaMode, c10::nullopt, threshold,
+                  candidate_metric);
     nbr[ch].copy_(a);
     w[ch].copy_(b);
     err[ch].copy_(e);
@@ -48,11 +51,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_nnk_graph(
     const at::Tensor& activations,
     int64_t k,
     c10::string_view kernel,
-    double threshold) {
+    double threshold,
+    c10::string_view candidate_metric) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("torch_geometry::channel_nnk_graph", "")
                        .typed<decltype(channel_nnk_graph)>();
-  return op.call(activations, k, kernel, threshold);
+  return op.call(activations, k, kernel, threshold, candidate_metric);
 }
 
 at::Tensor channel_overlap(const at::Tensor& neighbors, const at::Tensor& weights) {
@@ -65,7 +69,8 @@ at::Tensor channel_overlap(const at::Tensor& neighbors, const at::Tensor& weight
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
       "channel_nnk_graph(Tensor activations, int k, str kernel=\"cosine\", "
-      "float threshold=1e-10) -> (Tensor neighbors, Tensor weights, Tensor error)");
+      "float threshold=1e-10, str candidate_metric=\"kernel\") "
+      "-> (Tensor neighbors, Tensor weights, Tensor error)");
   m.def("channel_overlap(Tensor neighbors, Tensor weights) -> Tensor");
 }
 

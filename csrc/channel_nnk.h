@@ -5,6 +5,8 @@
 
 #include <tuple>
 
+#include "knn_graph.h"
+
 namespace torch_geometry {
 namespace ops {
 
@@ -16,6 +18,8 @@ namespace ops {
 //   k          candidates per node, 1 <= k < N.
 //   kernel     "cosine" (default) or "gaussian" (sigma "mean", per channel).
 //   threshold  weights <= threshold are set to 0.
+//   candidate_metric "kernel" or "euclidean": how each channel's candidates are ranked (see
+//              nnk_graph; the published CW-DeepNNK code uses "euclidean").
 // Low-dimensional maps (H*W < k) and all-zero maps (after a ReLU) are normal here: the
 // solver handles singular kernels, and under the cosine kernel an all-zero map is an
 // isolated node of that channel's graph. Nothing is printed.
@@ -25,7 +29,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_nnk_graph(
     const at::Tensor& activations,
     int64_t k,
     c10::string_view kernel,
-    double threshold);
+    double threshold,
+    c10::string_view candidate_metric = kDefaultCandidateMetric);
 
 // Channel overlap matrix O[a, b] = mean over nodes of Jaccard(S_i^a, S_i^b), the NNK
 // supports of node i in channels a and b (a node isolated in both counts 1, in one 0).

@@ -6,6 +6,8 @@
 
 #include <tuple>
 
+#include "knn_graph.h"
+
 namespace torch_geometry {
 namespace ops {
 
@@ -26,6 +28,10 @@ namespace ops {
 //   sigma, sigma_mode  Gaussian bandwidth (see knn_graph); "local" uses each node's own.
 //   candidates [N, k] int64 or None: candidate indices from any engine (-1 = padding);
 //              self and repeats are dropped. None = exact k nearest neighbours.
+//   candidate_metric  without `candidates`: "kernel" (the k most similar under the kernel)
+//              or "euclidean" (the k nearest by L2 distance on the raw x, then weighed by
+//              the kernel, as the published DeepNNK code does). Checked but unused when
+//              candidates are given.
 //   threshold  weights <= threshold are set to 0 (>= 0).
 // Returns:
 //   neighbors [N, k] int64: node i's candidates by weight descending, then similarity
@@ -40,7 +46,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph(
     c10::optional<double> sigma,
     c10::string_view sigma_mode,
     const c10::optional<at::Tensor>& candidates,
-    double threshold);
+    double threshold,
+    c10::string_view candidate_metric = kDefaultCandidateMetric);
 
 } // namespace ops
 } // namespace torch_geometry

@@ -1,31 +1,40 @@
-"""Validation-free early stopping on Fashion-MNIST with and without label noise.
+"""Early stopping on Fashion-MNIST: the published DeepNNK / CW-DeepNNK rules against the
+validation baselines, with a design that can tell them apart.
 
-Compares, for a small CNN trained on a Fashion-MNIST training subset (default 10,000 images)
-with 0 % and 20 % symmetric label noise (noise on the training labels only; the test set is
-the clean 10,000-image test split), over several seeds:
+For each label-noise level (0 % and 20 % symmetric noise on the training labels; the test set
+is the clean test split) and each seed (paired: every method of a seed starts from the same
+weights, sees the same noisy labels and the same batch order):
 
-- ``validation``: hold out 10 % of the (noisy) subset, train on the other 90 %, patience on
-  the validation loss, restore the best weights when stopping;
-- ``nnk-layer``: ``NNKEarlyStopping(mode="layer")`` on the penultimate layer (``relu3``),
-  all the data used for training;
-- ``nnk-channel``: ``NNKEarlyStopping(mode="channel")`` on the last conv block (``relu2``,
-  freezing the channels of ``conv2``), all the data used for training;
-- ``fixed``: a fixed budget of ``--max-epochs`` epochs, final weights.
+- Run A (all training images, no intervention): per epoch, training and test accuracy and
+  loss, and on the training images (all of them, or ``--nodes``) with their noisy labels the
+  DeepNNK leave-one-out error (``nnk_graph``, cosine kernel, Euclidean candidates as in the
+  published code) on the penultimate layer (relu3) for every ``--k`` and on the last conv
+  block (relu2, flattened), the per-channel LOO errors of relu2 (``channel_nnk_graph``), and
+  the LOO error of a plain k-nearest-neighbour vote on relu3 (same candidates, uniform
+  weights).
+- Run B (90 % train / 10 % held out, same seed): per epoch, validation error and loss and
+  test accuracy.
+- Run C: ``NNKEarlyStopping(mode="channel")`` on conv2 with the published semantics (every
+  training image a node, Euclidean candidates, a channel frozen at its current weights, the
+  model returned as it was at the last check at which any channel improved), with
+  ``min_delta=0`` and with ``min_delta="auto"`` (the binomial standard error of the LOO
+  estimate). Skipped, and said so in the report, where the callback lacks these options.
 
-The NNK probe set is a stratified subset of the *noisy* training data (no clean data is
-assumed anywhere). ``nnk-layer`` changes nothing in training until it stops (it only reads
-the probe activations), so it shares its trajectory with ``fixed``: the same seed gives the
-same weights epoch by epoch, the stop is decided at the same epoch, and its wall time is
-the training time up to the stop plus the time of its own NNK checks, exactly what a
-separate run would take. No method restores weights when it reaches the budget without
-stopping (as Lightning's EarlyStopping); the tables count the runs that stopped early.
+Offline, from the logs alone (no extra training): stops at patience 3, 5, 10 and 20 for the
+NNK layer rule (relu3, k = the first ``--k``; min_delta 0 and "auto"), validation error,
+validation loss, a training-accuracy plateau (a control: a rule that knows nothing about
+generalisation), and hold-out-then-retrain (the epoch chosen on the held-out 10 % by
+validation error, then the model trained on 100 % for that many epochs: Run A at that epoch,
+which is exactly that retrain since nothing in training depends on the budget). Every rule
+returns the model of its last improving epoch (also when the budget runs out first). Each
+method's test accuracy, its regret against the best epoch of Run A in hindsight, and paired
+differences with bootstrap 95 % confidence intervals; and across the checkpoints of Run A,
+Kendall's tau of each training-set signal (NNK LOO, kNN LOO, training error) with the test
+error.
 
-Writes a markdown report (default ``docs/results/early_stopping.md``) with the exact command
-and machine, and a JSON with every run beside it.
-
-Run: ``.venv/bin/python examples/early_stopping_study.py`` (about 6 min on 2 idle threads,
-several times longer on a loaded machine),
-or ``--quick`` for a smoke test (seconds). Importing this module has no side effects.
+Everything is logged to a JSON beside the report; ``--from-log run.json`` regenerates the
+report from it without training. ``--quick`` is a smoke-test configuration (seconds).
+Importing this module has no side effects.
 """
 
 from __future__ import annotations
@@ -33,13 +42,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
+import random
 import shlex
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -48,13 +59,7 @@ import torch.nn.functional as F
 #: Written by hand into the report after reading the numbers.
 INTERPRETATION_PLACEHOLDER = "_(interpretation: written by hand after reading the numbers)_"
 
-METHODS = ("validation", "nnk-layer", "nnk-channel", "fixed")
-METHOD_LABELS = {
-    "validation": "(a) validation (10 % held out, val loss)",
-    "nnk-layer": "(b) NNK, layer mode (relu3)",
-    "nnk-channel": "(c) NNK, channel mode (relu2 / conv2)",
-    "fixed": "(d) fixed budget",
-}
+PATIENCES = (3, 5, 10, 20)
 
 
 class StudyCNN(nn.Module):
@@ -149,105 +154,291 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [".venv/bin/python", script] + sys.argv[1:])
 
 
-# ------------------------------------------------------------------ the methods
-def _new_model(seed: int, lr: float):
+# ------------------------------------------------------------------ statistics
+def bootstrap_ci(values: Sequence[float], reps: int = 10000, seed: int = 0,
+                 stat=statistics.mean) -> Tuple[float, float]:
+    """Percentile 95 % interval of ``stat`` over resamples (with replacement) of ``values``."""
+    values = list(values)
+    if len(values) < 2:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    draws = sorted(stat(rng.choices(values, k=len(values))) for _ in range(reps))
+    return draws[int(0.025 * reps)], draws[min(reps - 1, int(0.975 * reps))]
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b (scipy); 0 where one side is constant (no ranking to agree with)."""
+    from scipy.stats import kendalltau
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return 0.0
+    return float(kendalltau(a, b)[0])
+
+
+def last_improvement(scores: Sequence[float], patience: int, min_delta=0.0,
+                     num_points: int = 0, lower_is_better: bool = True) -> Tuple[int, int, bool]:
+    """Replays a patience rule on a score per epoch (epochs 1..E).
+
+    A score improves when it beats the best so far by more than ``min_delta`` (``"auto"``:
+    the binomial standard error sqrt(e (1 - e) / num_points) of the best error e). Returns
+    (stop epoch, epoch of the last improvement, stopped before the budget ran out)."""
+    best, best_epoch, wait = None, 1, 0
+    for e, s in enumerate(scores, start=1):
+        v = s if lower_is_better else -s
+        if best is None:
+            best, best_epoch = v, e
+            continue
+        if min_delta == "auto":
+            err = best if lower_is_better else -best
+            delta = math.sqrt(max(err * (1 - err), 0.0) / num_points)
+        else:
+            delta = float(min_delta)
+        if v < best - delta:
+            best, best_epoch, wait = v, e, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return e, best_epoch, True
+    return len(scores), best_epoch, False
+
+
+# ------------------------------------------------------------------ signals of one model
+@torch.no_grad()
+def forward_all(model: "StudyCNN", x: torch.Tensor, batch_size: int = 1000):
+    """(logits, relu2 [N, C, 7, 7], relu3 [N, hidden]) in eval mode."""
+    was = model.training
+    model.eval()
+    logits, h2s, h3s = [], [], []
+    for s in range(0, x.shape[0], batch_size):
+        h2 = model.relu2(model.conv2(model.relu1(model.conv1(x[s:s + batch_size]))))
+        h3 = model.relu3(model.fc1(model.flatten(h2)))
+        logits.append(model.fc2(model.dropout(h3)))
+        h2s.append(h2)
+        h3s.append(h3)
+    model.train(was)
+    return torch.cat(logits), torch.cat(h2s), torch.cat(h3s)
+
+
+def nnk_loo(feats: torch.Tensor, y: torch.Tensor, k: int, metric: str) -> float:
+    import torch_geometry as tg
+    from torch_geometry.metrics import loo_error
+
+    g = tg.nnk_graph(feats.flatten(1), k, candidate_metric=metric)
+    return float(loo_error(g, y, num_classes=10)[0].mean())
+
+
+def knn_loo(feats: torch.Tensor, y: torch.Tensor, k: int, metric: str) -> float:
+    """Leave-one-out error of a plain k-NN vote (uniform weights over the same candidates;
+    ties to the lowest class): the NNK LOO operator on the kNN graph with weights 1."""
+    import torch_geometry as tg
+
+    nbr, _ = tg.knn_graph(feats.flatten(1), k, candidate_metric=metric)
+    w = (nbr >= 0).to(feats.dtype)
+    return float(torch.ops.torch_geometry.nnk_loo_error(nbr, w, y, 10)[0].mean())
+
+
+def channel_loo(h2: torch.Tensor, y: torch.Tensor, k: int, metric: str) -> List[float]:
+    from torch_geometry.channelwise import channel_graphs, channel_loo_error
+
+    return [float(v) for v in channel_loo_error(channel_graphs(h2, k, candidate_metric=metric), y)]
+
+
+def epoch_signals(model, x, y, x_test, y_test, nodes: torch.Tensor, cfg, epoch: int) -> dict:
+    """Everything Run A logs after one epoch."""
+    logits, h2, h3 = forward_all(model, x)
+    row = {"train_acc": float((logits.argmax(1) == y).double().mean()),
+           "train_loss": float(F.cross_entropy(logits, y))}
+    row["test_acc"], row["test_loss"] = evaluate(model, x_test, y_test)
+    yn, h2n, h3n = y[nodes], h2[nodes], h3[nodes]
+    t = time.perf_counter()
+    for k in cfg.k:
+        row[f"nnk_relu3_k{k}"] = nnk_loo(h3n, yn, k, cfg.candidate_metric)
+    row["nnk_relu2_k%d" % cfg.k[0]] = nnk_loo(h2n, yn, cfg.k[0], cfg.candidate_metric)
+    row["knn_relu3_k%d" % cfg.k[0]] = knn_loo(h3n, yn, cfg.k[0], cfg.candidate_metric)
+    row["nnk_s"] = time.perf_counter() - t
+    if cfg.channel_every > 0 and (epoch % cfg.channel_every == 0 or epoch == 1):
+        t = time.perf_counter()
+        row["channel_loo"] = channel_loo(h2n, yn, cfg.k[0], cfg.candidate_metric)
+        row["channel_s"] = time.perf_counter() - t
+    return row
+
+
+# ------------------------------------------------------------------ runs
+def _new_model(seed: int, cfg):
     torch.manual_seed(seed)
-    model = StudyCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = StudyCNN(c1=cfg.c1, c2=cfg.c2, hidden=cfg.hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     return model, opt, torch.Generator().manual_seed(seed)
 
 
-def run_fixed_and_nnk_layer(x, y, x_test, y_test, seed, cfg) -> Dict[str, dict]:
-    """``fixed`` and ``nnk-layer`` on one trajectory (see the module docstring)."""
-    from torch_geometry.callbacks import NNKEarlyStopping
-
-    model, opt, gen = _new_model(seed, cfg.lr)
-    es = NNKEarlyStopping(model, "relu3", (x, y), mode="layer", patience=cfg.patience,
-                          k=cfg.k, max_points=cfg.probe_size, seed=seed, verbose=False)
-    t_train, t_check = 0.0, 0.0
-    layer: Optional[dict] = None
-    curve, loo_curve = [], []
-    for epoch in range(cfg.max_epochs):
+def run_a(x, y, x_test, y_test, seed, nodes, cfg) -> dict:
+    model, opt, gen = _new_model(seed, cfg)
+    curve, t_train = [], 0.0
+    for epoch in range(1, cfg.max_epochs + 1):
         t = time.perf_counter()
         loss = train_one_epoch(model, opt, x, y, cfg.batch_size, gen)
         t_train += time.perf_counter() - t
-        if layer is None:
-            snapshot = copy.deepcopy(model.state_dict())
-            t = time.perf_counter()
-            stop = es.step(epoch)
-            t_check += time.perf_counter() - t
-            loo_curve.append(es.last_scores[0])
-            if stop or epoch == cfg.max_epochs - 1:
-                layer = {"epochs": epoch + 1, "stopped": bool(stop),
-                         "test_acc": evaluate(model, x_test, y_test)[0],
-                         "wall_s": t_train + t_check, "check_s": t_check,
-                         "best_loo_error": es.best_score, "stop_reason": es.stop_reason,
-                         "loo_curve": list(loo_curve)}
-                model.load_state_dict(snapshot)        # fixed goes on from the unrestored weights
-        curve.append({"epoch": epoch + 1, "train_loss": loss,
-                      "test_acc": evaluate(model, x_test, y_test)[0]})
-    fixed = {"epochs": cfg.max_epochs, "stopped": False, "test_acc": curve[-1]["test_acc"],
-             "wall_s": t_train, "curve": curve}
-    return {"fixed": fixed, "nnk-layer": layer}
+        row = {"epoch": epoch, "batch_loss": loss}
+        row.update(epoch_signals(model, x, y, x_test, y_test, nodes, cfg, epoch))
+        curve.append(row)
+        if cfg.checkpoint_dir:
+            os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+            torch.save(model.state_dict(), os.path.join(
+                cfg.checkpoint_dir, f"A_noise{cfg._noise}_seed{seed}_epoch{epoch}.pt"))
+    return {"curve": curve, "train_s": t_train}
 
 
-def run_nnk_channel(x, y, x_test, y_test, seed, cfg) -> dict:
+def split_90_10(n: int, seed: int, fraction: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(20_000 + seed)
+    perm = torch.randperm(n, generator=g)
+    n_val = int(round(fraction * n))
+    return perm[n_val:], perm[:n_val]
+
+
+def run_b(x, y, x_test, y_test, seed, cfg) -> dict:
+    tr, val = split_90_10(x.shape[0], seed, cfg.val_fraction)
+    model, opt, gen = _new_model(seed, cfg)
+    curve = []
+    for epoch in range(1, cfg.max_epochs + 1):
+        train_one_epoch(model, opt, x[tr], y[tr], cfg.batch_size, gen)
+        val_acc, val_loss = evaluate(model, x[val], y[val])
+        test_acc, _ = evaluate(model, x_test, y_test)
+        curve.append({"epoch": epoch, "val_err": 1 - val_acc, "val_loss": val_loss,
+                      "test_acc": test_acc})
+    return {"curve": curve, "n_val": int(val.numel())}
+
+
+def run_c(x, y, x_test, y_test, seed, nodes, cfg, min_delta) -> dict:
+    """CW-DeepNNK with the published semantics through the library's callback."""
     from torch_geometry.callbacks import NNKEarlyStopping
 
-    model, opt, gen = _new_model(seed, cfg.lr)
-    es = NNKEarlyStopping(model, "relu2", (x, y), mode="channel", patience=cfg.patience,
-                          k=cfg.k, max_points=cfg.probe_size, seed=seed, optimizer=opt,
-                          verbose=False)
-    t_total, t_check, frozen, stopped = 0.0, 0.0, [], False
-    epoch = 0
-    for epoch in range(cfg.max_epochs):
-        t = time.perf_counter()
+    model, opt, gen = _new_model(seed, cfg)
+    try:
+        es = NNKEarlyStopping(model, "relu2", (x[nodes], y[nodes]), mode="channel",
+                              conv="conv2", optimizer=opt, patience=cfg.channel_patience,
+                              k=cfg.k[0], min_delta=min_delta, max_points=None,
+                              restore_best_weights=False, restore_on_stop="last_improvement",
+                              candidate_metric=cfg.candidate_metric, verbose=False)
+    except (TypeError, ValueError) as e:
+        return {"unavailable": f"{type(e).__name__}: {e}"}
+    frozen, stopped, t_check, epoch = [], False, 0.0, 0
+    for epoch in range(1, cfg.max_epochs + 1):
         train_one_epoch(model, opt, x, y, cfg.batch_size, gen)
-        t_total += time.perf_counter() - t
         t = time.perf_counter()
-        stopped = es.step(epoch)
-        dt = time.perf_counter() - t
-        t_check += dt
-        t_total += dt
+        stopped = es.step(epoch - 1)
+        t_check += time.perf_counter() - t
         frozen.append(len(es.frozen_channels))
         if stopped:
             break
-    scores = es.last_scores
-    return {"epochs": epoch + 1, "stopped": bool(stopped),
-            "test_acc": evaluate(model, x_test, y_test)[0], "wall_s": t_total,
-            "check_s": t_check, "frozen_per_epoch": frozen,
-            "num_channels": len(scores), "stop_reason": es.stop_reason,
-            "dead_channels_last_check": sum(1 for s in scores if s >= 1.0),
-            "channel_loo_last_check": list(scores)}
+    return {"epochs": epoch, "stopped": bool(stopped), "check_s": t_check,
+            "test_acc": evaluate(model, x_test, y_test)[0], "frozen_per_epoch": frozen,
+            "stop_reason": getattr(es, "stop_reason", None)}
 
 
-def run_validation(x, y, x_test, y_test, seed, cfg) -> dict:
-    g = torch.Generator().manual_seed(20_000 + seed)
-    perm = torch.randperm(x.shape[0], generator=g)
-    n_val = int(round(cfg.val_fraction * x.shape[0]))
-    val, tr = perm[:n_val], perm[n_val:]
-    x_tr, y_tr, x_val, y_val = x[tr], y[tr], x[val], y[val]
-    model, opt, gen = _new_model(seed, cfg.lr)
-    best, best_state, best_epoch, wait, stopped = float("inf"), None, 0, 0, False
-    t_total, epoch, val_curve = 0.0, 0, []
-    for epoch in range(cfg.max_epochs):
-        t = time.perf_counter()
-        train_one_epoch(model, opt, x_tr, y_tr, cfg.batch_size, gen)
-        val_acc, val_loss = evaluate(model, x_val, y_val)
-        val_curve.append({"val_loss": val_loss, "val_acc": val_acc})
-        if val_loss < best:
-            best, best_state, best_epoch, wait = val_loss, copy.deepcopy(model.state_dict()), epoch + 1, 0
-        else:
-            wait += 1
-            if wait >= cfg.patience:
-                model.load_state_dict(best_state)
-                stopped = True
-        t_total += time.perf_counter() - t
-        if stopped:
-            break
-    return {"epochs": epoch + 1, "stopped": stopped, "best_epoch": best_epoch,
-            "test_acc": evaluate(model, x_test, y_test)[0], "wall_s": t_total,
-            "val_curve": val_curve}
+# ------------------------------------------------------------------ offline analysis
+def method_table(run: dict, cfg: dict) -> Dict[str, dict]:
+    """Every method's (epoch returned, stop epoch, stopped, test accuracy) for one run."""
+    a, b = run["A"]["curve"], run["B"]["curve"]
+    acc_a = [r["test_acc"] for r in a]
+    acc_b = [r["test_acc"] for r in b]
+    n_nodes = run["num_nodes"]
+    k0 = cfg["k"][0]
+    out = {}
+
+    def add(name, scores, curve_acc, patience, min_delta=0.0, lower=True):
+        stop, ret, stopped = last_improvement(scores, patience, min_delta, n_nodes, lower)
+        out[name] = {"epoch": ret, "stop": stop, "stopped": stopped,
+                     "test_acc": curve_acc[ret - 1]}
+
+    for p in PATIENCES:
+        add(f"nnk-layer p{p}", [r[f"nnk_relu3_k{k0}"] for r in a], acc_a, p)
+        add(f"nnk-layer auto p{p}", [r[f"nnk_relu3_k{k0}"] for r in a], acc_a, p, "auto")
+        add(f"val-error p{p}", [r["val_err"] for r in b], acc_b, p)
+        add(f"val-loss p{p}", [r["val_loss"] for r in b], acc_b, p)
+        add(f"train-acc plateau p{p}", [r["train_acc"] for r in a], acc_a, p, lower=False)
+        ve = out[f"val-error p{p}"]
+        out[f"holdout-retrain p{p}"] = {"epoch": ve["epoch"], "stop": ve["stop"],
+                                        "stopped": ve["stopped"],
+                                        "test_acc": acc_a[ve["epoch"] - 1]}
+    last = len(acc_a)
+    out["fixed budget"] = {"epoch": last, "stop": last, "stopped": False,
+                           "test_acc": acc_a[-1]}
+    for key, c in run.get("C", {}).items():
+        if "unavailable" not in c:
+            out[f"cw-deepnnk {key}"] = {"epoch": c["epochs"], "stop": c["epochs"],
+                                        "stopped": c["stopped"], "test_acc": c["test_acc"]}
+    return out
+
+
+def oracle(run: dict) -> Tuple[int, float]:
+    a = run["A"]["curve"]
+    best = max(a, key=lambda r: r["test_acc"])
+    return best["epoch"], best["test_acc"]
+
+
+def analyse(log: dict) -> dict:
+    cfg = log["config"]
+    res = {"methods": {}, "paired": {}, "tau": {}}
+    by_noise: Dict[float, List[dict]] = {}
+    for run in log["runs"]:
+        by_noise.setdefault(run["noise"], []).append(run)
+    groups = {f"{int(round(100 * n))} %": rs for n, rs in sorted(by_noise.items())}
+    groups["both"] = log["runs"]
+    k0 = cfg["k"][0]
+    signals = [(f"nnk_relu3_k{k}", f"NNK LOO error, relu3, k = {k}") for k in cfg["k"]]
+    signals += [(f"nnk_relu2_k{k0}", f"NNK LOO error, relu2 (conv block), k = {k0}"),
+                (f"knn_relu3_k{k0}", f"kNN LOO error, relu3, k = {k0}"),
+                ("train_err", "training error (noisy labels)"),
+                ("train_loss", "training loss (noisy labels)")]
+    for g, runs in groups.items():
+        tables = [method_table(r, cfg) for r in runs]
+        oracles = [oracle(r) for r in runs]
+        names = [m for m in tables[0] if all(m in t for t in tables)]
+        rows = {}
+        for m in names:
+            acc = [t[m]["test_acc"] for t in tables]
+            regret = [o[1] - t[m]["test_acc"] for o, t in zip(oracles, tables)]
+            rows[m] = {"test_acc": acc, "regret": regret,
+                       "epoch": [t[m]["epoch"] for t in tables],
+                       "stopped": sum(t[m]["stopped"] for t in tables), "n": len(tables)}
+        rows["oracle (hindsight, Run A)"] = {
+            "test_acc": [o[1] for o in oracles], "regret": [0.0] * len(oracles),
+            "epoch": [o[0] for o in oracles], "stopped": 0, "n": len(oracles)}
+        res["methods"][g] = rows
+        # Against the published baseline (validation error) at the same patience, and the
+        # NNK rule against the fair competitor (hold-out-then-retrain).
+        pairs = []
+        for p in PATIENCES:
+            ref = f"val-error p{p}"
+            for m in (f"nnk-layer p{p}", f"nnk-layer auto p{p}", f"val-loss p{p}",
+                      f"train-acc plateau p{p}", f"holdout-retrain p{p}"):
+                pairs.append((m, ref))
+            pairs.append((f"nnk-layer p{p}", f"holdout-retrain p{p}"))
+            pairs.append((f"nnk-layer auto p{p}", f"holdout-retrain p{p}"))
+        for m in names:
+            if m.startswith("cw-deepnnk") or m == "fixed budget":
+                pairs += [(m, "val-error p10"), (m, "holdout-retrain p10")]
+        paired = {}
+        for m, ref in pairs:
+            if m not in names or ref not in names:
+                continue
+            d = [t[m]["test_acc"] - t[ref]["test_acc"] for t in tables]
+            lo, hi = bootstrap_ci(d)
+            paired[f"{m} - {ref}"] = {"mean": statistics.mean(d), "lo": lo, "hi": hi,
+                                      "diffs": d}
+        res["paired"][g] = paired
+        taus = {}
+        for key, label in signals:
+            per_run = []
+            for r in runs:
+                a = r["A"]["curve"]
+                sig = [(1 - c["train_acc"]) if key == "train_err" else c[key] for c in a]
+                per_run.append(kendall_tau(sig, [1 - c["test_acc"] for c in a]))
+            lo, hi = bootstrap_ci(per_run)
+            taus[label] = {"mean": statistics.mean(per_run), "lo": lo, "hi": hi,
+                           "per_run": per_run}
+        res["tau"][g] = taus
+    return res
 
 
 # ------------------------------------------------------------------ report
@@ -257,162 +448,286 @@ def _ms(values: List[float], fmt: str = ".4f") -> str:
     return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
 
 
-def summarize(runs: List[dict], noise_levels, methods=METHODS) -> List[dict]:
-    rows = []
-    for noise in noise_levels:
-        for m in methods:
-            rs = [r["results"][m] for r in runs if r["noise"] == noise]
-            if not rs:
-                continue
-            rows.append({"noise": noise, "method": m,
-                         "test_acc": [r["test_acc"] for r in rs],
-                         "epochs": [r["epochs"] for r in rs],
-                         "stopped": sum(r["stopped"] for r in rs), "n": len(rs),
-                         "wall_s": [r["wall_s"] for r in rs]})
-    return rows
+def _ci(v: dict, fmt: str = "+.4f") -> str:
+    if math.isnan(v["lo"]):
+        return f"{v['mean']:{fmt}}"
+    return f"{v['mean']:{fmt}} [{v['lo']:{fmt}}, {v['hi']:{fmt}}]"
 
 
-def oracle(runs: List[dict], noise: float) -> dict:
-    """Best epoch in hindsight on the fixed-budget trajectory (by *test* accuracy)."""
-    best = [max(r["results"]["fixed"]["curve"], key=lambda c: c["test_acc"])
-            for r in runs if r["noise"] == noise]
-    return {"test_acc": [b["test_acc"] for b in best], "epochs": [b["epoch"] for b in best]}
-
-
-def write_markdown(path: str, cfg, runs: List[dict], info: dict, total_s: float, cmd: str):
-    rows = summarize(runs, cfg.noise)
+def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PLACEHOLDER):
+    cfg, info, res = log["config"], log["machine"], analyse(log)
+    k0 = cfg["k"][0]
+    n_nodes = sorted({r["num_nodes"] for r in log["runs"]})
     lines = [
-        "# NNK early stopping vs validation-based early stopping (Fashion-MNIST)",
-        "",
-        f"Produced by `{cmd}` (from the repository root).",
-        "",
-        f"Machine: torch {info['torch']}, {info['threads']} threads "
-        f"(torch.set_num_threads), {info['cpus']} CPUs shared with other jobs "
-        f"(load average {info['load_avg'][0]:.1f} at the start, "
-        f"{info['load_avg_end'][0]:.1f} at the end), Python {info['python']}, "
-        f"{info['platform']}. Whole study: {total_s / 60:.1f} min. Wall times are noisy "
-        f"(shared CPUs).",
-        "",
-        f"Setup: `StudyCNN` (conv 16 5x5/2, conv 32 3x3/2, fc 64, fc 10; Adam lr {cfg.lr}, "
-        f"batch {cfg.batch_size}) on the first {cfg.train_size} Fashion-MNIST training images, "
-        f"tested on {cfg.test_size} clean test images; seeds {', '.join(map(str, cfg.seeds))}; "
-        f"at most {cfg.max_epochs} epochs; patience {cfg.patience} for every early-stopping "
-        f"method. Label noise: a random share of the training labels replaced by a random other "
-        f"class (the validation split and the NNK probe come from these noisy labels). NNK: "
-        f"probe of {cfg.probe_size} training inputs (stratified by their noisy label), k = "
-        f"{cfg.k}, cosine kernel.",
-        "",
-        "| label noise | method | test accuracy (mean ± sd) | epochs trained (mean [min-max]) "
-        "| stopped by the method | wall time s (mean ± sd) |",
-        "|---|---|---|---|---|---|",
+        "# Early stopping without validation data: DeepNNK / CW-DeepNNK vs validation "
+        "(Fashion-MNIST)", "",
+        f"Produced by `{log['command']}` (from the repository root); the tables regenerate "
+        f"from the JSON beside this file with `--from-log`.", "",
+        f"Machine: torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs "
+        f"shared with other jobs (load average {info['load_avg'][0]:.1f} at the start, "
+        f"{info['load_avg_end'][0]:.1f} at the end), Python {info['python']}. Whole study: "
+        f"{log['total_s'] / 60:.1f} min.", "",
+        f"Setup: `StudyCNN` (conv {cfg['c1']} 5x5/2, conv {cfg['c2']} 3x3/2, fc "
+        f"{cfg['hidden']}, fc 10; Adam lr {cfg['lr']}, batch {cfg['batch_size']}) on the first "
+        f"{cfg['train_size']} Fashion-MNIST training images, tested on {cfg['test_size']} clean "
+        f"test images; seeds {', '.join(map(str, cfg['seeds']))} (paired); {cfg['max_epochs']} "
+        f"epochs. Label noise: a random share of the training labels replaced by a random other "
+        f"class (Run B's held-out 10 % and every NNK graph use these noisy labels). NNK: cosine "
+        f"kernel, {cfg['candidate_metric']} candidates, nodes = {n_nodes} training images "
+        f"(the first of each class, stratified), k = {', '.join(map(str, cfg['k']))}. Methods "
+        f"return the model of their last improving epoch (also when the budget runs out).", "",
+        DEVIATIONS_HEADING, "", DEVIATIONS_PLACEHOLDER, "",
     ]
-    for r in rows:
-        ep = r["epochs"]
-        lines.append(
-            f"| {int(round(100 * r['noise']))} % | {METHOD_LABELS[r['method']]} | "
-            f"{_ms(r['test_acc'])} | {statistics.mean(ep):.1f} [{min(ep)}-{max(ep)}] | "
-            f"{r['stopped']}/{r['n']} | {_ms(r['wall_s'], '.1f')} |")
-    lines += ["", "Reference, not a method (it looks at the test set): the best epoch in "
-              "hindsight of the fixed-budget trajectory.", "",
-              "| label noise | oracle test accuracy | oracle epoch (mean [min-max]) |",
-              "|---|---|---|"]
-    for noise in cfg.noise:
-        o = oracle(runs, noise)
-        lines.append(f"| {int(round(100 * noise))} % | {_ms(o['test_acc'])} | "
-                     f"{statistics.mean(o['epochs']):.1f} [{min(o['epochs'])}-{max(o['epochs'])}] |")
-    lines += ["", "Test accuracy of the fixed-budget trajectory by epoch (mean over seeds):", "",
-              "| label noise | " + " | ".join(str(e) for e in range(1, cfg.max_epochs + 1)) + " |",
-              "|---|" + "---|" * cfg.max_epochs]
-    for noise in cfg.noise:
-        curves = [r["results"]["fixed"]["curve"] for r in runs if r["noise"] == noise]
-        means = [statistics.mean(c[e]["test_acc"] for c in curves) for e in range(cfg.max_epochs)]
-        lines.append(f"| {int(round(100 * noise))} % | " + " | ".join(f"{m:.3f}" for m in means) + " |")
-    lines += ["", "Channel mode: channels of conv2 frozen after each epoch (per seed):", ""]
-    for noise in cfg.noise:
-        for r in runs:
-            if r["noise"] == noise:
-                c = r["results"]["nnk-channel"]
-                lines.append(f"- {int(round(100 * noise))} %, seed {r['seed']}: "
-                             f"{c['frozen_per_epoch']} of {c['num_channels']} "
-                             f"(dead channels, LOO error 1, at the last check: "
-                             f"{c['dead_channels_last_check']})")
-    lines += ["", "Layer mode: NNK LOO error of the probe on relu3 by epoch (per seed, up to "
-              "the stop):", ""]
-    for noise in cfg.noise:
-        for r in runs:
-            if r["noise"] == noise:
-                c = r["results"]["nnk-layer"]
-                lines.append(f"- {int(round(100 * noise))} %, seed {r['seed']}: "
-                             + ", ".join(f"{v:.3f}" for v in c["loo_curve"]))
-    lines += ["", "## Interpretation", "", INTERPRETATION_PLACEHOLDER, ""]
+    for g, rows in res["methods"].items():
+        lines += [f"## Methods, label noise {g}", "",
+                  "| method | test accuracy (mean ± sd) | regret vs best epoch in hindsight "
+                  "(mean [95 % CI]) | epoch returned (mean [min-max]) | stopped before the "
+                  "budget |", "|---|---|---|---|---|"]
+        for m, r in rows.items():
+            reg = {"mean": statistics.mean(r["regret"])}
+            reg["lo"], reg["hi"] = bootstrap_ci(r["regret"])
+            ep = r["epoch"]
+            lines.append(f"| {m} | {_ms(r['test_acc'])} | {_ci(reg, '.4f')} | "
+                         f"{statistics.mean(ep):.1f} [{min(ep)}-{max(ep)}] | "
+                         f"{r['stopped']}/{r['n']} |")
+        lines += ["", f"Paired differences of test accuracy, label noise {g} (mean [bootstrap "
+                  "95 % CI over the paired runs]; an interval that excludes 0 is "
+                  "distinguishable from 0 at this number of runs):", "",
+                  "| difference | mean [95 % CI] | distinguishable from 0 |", "|---|---|---|"]
+        for name, v in res["paired"][g].items():
+            sep = (not math.isnan(v["lo"])) and (v["lo"] > 0 or v["hi"] < 0)
+            lines.append(f"| {name} | {_ci(v)} | {'yes' if sep else 'no'} |")
+        lines.append("")
+    lines += ["## Does the training-set LOO error track the test error across checkpoints?", "",
+              "Kendall tau between each signal and the test error over the epochs of Run A, "
+              "per run, then the mean over runs [bootstrap 95 % CI over runs] (+1 = the signal "
+              "orders the checkpoints exactly as the test error does):", "",
+              "| signal | " + " | ".join(res["tau"]) + " |", "|---|" + "---|" * len(res["tau"])]
+    labels = list(next(iter(res["tau"].values())))
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(
+            _ci(res["tau"][g][label], "+.3f") for g in res["tau"]) + " |")
+    lines += ["", "## Trajectories (Run A, mean over seeds)", "",
+              "| noise | signal | " + " | ".join(str(e) for e in range(1, cfg["max_epochs"] + 1))
+              + " |", "|---|---|" + "---|" * cfg["max_epochs"]]
+    for noise in cfg["noise"]:
+        runs = [r for r in log["runs"] if r["noise"] == noise]
+        for key in ("test_acc", "train_acc", f"nnk_relu3_k{k0}", f"knn_relu3_k{k0}"):
+            means = [statistics.mean(r["A"]["curve"][e][key] for r in runs)
+                     for e in range(cfg["max_epochs"])]
+            lines.append(f"| {int(round(100 * noise))} % | {key} | "
+                         + " | ".join(f"{m:.3f}" for m in means) + " |")
+        means = [statistics.mean(r["B"]["curve"][e]["val_err"] for r in runs)
+                 for e in range(cfg["max_epochs"])]
+        lines.append(f"| {int(round(100 * noise))} % | val_err (Run B) | "
+                     + " | ".join(f"{m:.3f}" for m in means) + " |")
+        ch = [[statistics.mean(r["A"]["curve"][e]["channel_loo"]) for r in runs]
+              if "channel_loo" in runs[0]["A"]["curve"][e] else None
+              for e in range(cfg["max_epochs"])]
+        if any(ch):
+            lines.append(f"| {int(round(100 * noise))} % | mean channel LOO (relu2) | "
+                         + " | ".join(f"{statistics.mean(c):.3f}" if c else "" for c in ch)
+                         + " |")
+    lines += ["", "## Run C: CW-DeepNNK through `NNKEarlyStopping` (channel mode)", ""]
+    for r in log["runs"]:
+        for key, c in r.get("C", {}).items():
+            head = f"- {int(round(100 * r['noise']))} %, seed {r['seed']}, {key}: "
+            if "unavailable" in c:
+                lines.append(head + f"not run ({c['unavailable']})")
+            else:
+                lines.append(head + f"{c['epochs']} epochs, stopped {c['stopped']}, test acc "
+                             f"{c['test_acc']:.4f}, channels frozen per epoch "
+                             f"{c['frozen_per_epoch']}, checks {c['check_s']:.0f} s")
+    if not any(r.get("C") for r in log["runs"]):
+        lines.append("- not run (`--no-run-c`)")
+    lines += ["", "## Interpretation", "", interpretation, ""]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
 
+#: Replaced by the text of --deviations (a file), or kept from the existing report.
+DEVIATIONS_PLACEHOLDER = "_(deviations: stated by hand)_"
+DEVIATIONS_HEADING = "## Deviations (from the issue and from the published setup)"
+
+
 # ------------------------------------------------------------------ main
+def stratified_nodes(y: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` indices taking the classes in turn (all of them when n >= N)."""
+    if n >= y.shape[0]:
+        return torch.arange(y.shape[0])
+    per = [torch.nonzero(y == c).flatten().tolist() for c in torch.unique(y).tolist()]
+    out, i = [], 0
+    while len(out) < n:
+        for p in per:
+            if i < len(p) and len(out) < n:
+                out.append(p[i])
+        i += 1
+    return torch.tensor(sorted(out))
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--train-size", type=int, default=10000)
     p.add_argument("--test-size", type=int, default=10000)
     p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.2])
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--probe-size", type=int, default=1000)
-    p.add_argument("--k", type=int, default=25)
+    p.add_argument("--nodes", type=int, default=10000,
+                   help="training images used as graph nodes (all when >= --train-size)")
+    p.add_argument("--k", type=int, nargs="+", default=[25, 50])
+    p.add_argument("--candidate-metric", default="euclidean", choices=["euclidean", "kernel"])
+    p.add_argument("--channel-every", type=int, default=1,
+                   help="log the per-channel LOO errors of relu2 at epoch 1 and every that many "
+                        "epochs (0: never)")
+    p.add_argument("--run-c", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--add-run-c", action="store_true",
+                   help="run only C, for every run of the existing JSON log beside --out")
+    p.add_argument("--channel-patience", type=int, default=20)
+    p.add_argument("--c1", type=int, default=16)
+    p.add_argument("--c2", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoint-dir", default="",
+                   help="save Run A's state_dict after every epoch there (not by default)")
     p.add_argument("--out", default="docs/results/early_stopping.md",
-                   help="markdown report; the JSON goes beside it (same name, .json)")
+                   help="markdown report; the JSON log goes beside it (same name, .json)")
+    p.add_argument("--from-log", default="",
+                   help="regenerate the report from this JSON log (no training)")
+    p.add_argument("--deviations", default="", help="markdown file with the deviations text")
+    p.add_argument("--interpretation", default="",
+                   help="markdown file with the interpretation text")
     p.add_argument("--quick", action="store_true",
                    help="tiny configuration for a smoke test (overrides the sizes)")
     cfg = p.parse_args(argv)
     if cfg.quick:
-        cfg.seeds, cfg.max_epochs, cfg.train_size, cfg.test_size = [0], 2, 600, 1000
-        cfg.probe_size, cfg.k, cfg.patience = 200, 10, 1
-    if cfg.probe_size <= cfg.k:
-        p.error(f"--probe-size ({cfg.probe_size}) should be larger than --k ({cfg.k})")
-    if cfg.max_epochs < 1 or cfg.patience < 1:
-        p.error("--max-epochs and --patience should be >= 1")
+        cfg.seeds, cfg.max_epochs, cfg.train_size, cfg.test_size = [0, 1], 3, 400, 500
+        cfg.nodes, cfg.k, cfg.c1, cfg.c2, cfg.hidden = 300, [10, 15], 4, 8, 16
+        cfg.channel_patience = 1
+    if min(cfg.k) < 1 or min(cfg.nodes, cfg.train_size) <= max(cfg.k):
+        p.error(f"--k should be >= 1 and below the number of nodes, got {cfg.k}")
+    if cfg.max_epochs < 1:
+        p.error("--max-epochs should be >= 1")
     return cfg
+
+
+def run_c_both(x, y, x_test, y_test, seed, nodes, cfg) -> dict:
+    return {"min_delta 0": run_c(x, y, x_test, y_test, seed, nodes, cfg, 0.0),
+            "min_delta auto": run_c(x, y, x_test, y_test, seed, nodes, cfg, "auto")}
+
+
+def add_run_c(cfg, json_path, x, y_clean, x_test, y_test) -> None:
+    """Runs C for the (noise, seed) runs of an existing log chosen by --noise and --seeds,
+    with the log's configuration, and adds it to the log (Runs A and B are not repeated)."""
+    with open(json_path) as f:
+        log = json.load(f)
+    run_cfg = argparse.Namespace(**log["config"])
+    run_cfg.channel_patience = cfg.channel_patience
+    log["config"]["channel_patience"] = cfg.channel_patience
+    log["command_run_c"] = command_line()
+    t0 = time.perf_counter()
+    for run in log["runs"]:
+        if run["noise"] not in cfg.noise or run["seed"] not in cfg.seeds:
+            continue        # --noise and --seeds choose the runs that get a Run C
+        y = add_label_noise(y_clean, run["noise"], run["seed"])
+        nodes = stratified_nodes(y, run_cfg.nodes)
+        run["C"] = run_c_both(x, y, x_test, y_test, run["seed"], nodes, run_cfg)
+        print(f"run C noise {run['noise']:.2f} seed {run['seed']}: " + ", ".join(
+            f"{k} {v.get('test_acc', v.get('unavailable'))}" for k, v in run["C"].items()),
+            flush=True)
+        log["total_s_run_c"] = time.perf_counter() - t0
+        with open(json_path, "w") as f:
+            json.dump(log, f, indent=1)
+    report(cfg.out, log, _read(cfg.deviations), _read(cfg.interpretation))
+
+
+def _read(path: str) -> str:
+    if not path:
+        return ""
+    with open(path) as f:
+        return f.read().strip()
+
+
+def hand_written(path: str, heading: str) -> str:
+    """The text under ``heading`` in an existing report (up to the next "## " heading), so
+    that regenerating the tables keeps what was written by hand; "" when there is none."""
+    if not os.path.isfile(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return ""
+    body = text[start + len(heading) + 2:]
+    end = body.find("\n## ")
+    body = (body if end < 0 else body[:end]).strip()
+    return "" if body.startswith("_(") else body
+
+
+def report(out: str, log: dict, deviations: str, interpretation: str) -> None:
+    deviations = deviations or hand_written(out, DEVIATIONS_HEADING)
+    interpretation = interpretation or hand_written(out, "## Interpretation")
+    write_markdown(out, log, interpretation or INTERPRETATION_PLACEHOLDER)
+    if deviations:
+        with open(out) as f:
+            text = f.read()
+        with open(out, "w") as f:
+            f.write(text.replace(DEVIATIONS_PLACEHOLDER, deviations))
 
 
 def main(argv=None):
     cfg = parse_args(argv)
+    if cfg.from_log:
+        with open(cfg.from_log) as f:
+            log = json.load(f)
+        report(cfg.out, log, _read(cfg.deviations), _read(cfg.interpretation))
+        print(f"wrote {cfg.out} from {cfg.from_log}")
+        return
     torch.set_num_threads(cfg.threads)
     from torch_geometry.datasets import load_fashion_mnist
 
-    cmd = command_line()
-    info = machine_info()
+    cmd, info = command_line(), machine_info()
     t0 = time.perf_counter()
+    json_path = os.path.splitext(cfg.out)[0] + ".json"
+    if cfg.add_run_c:           # the data of the logged runs
+        with open(json_path) as f:
+            logged = json.load(f)["config"]
+        cfg.train_size, cfg.test_size = logged["train_size"], logged["test_size"]
     x, y_clean = load_fashion_mnist("train", n=cfg.train_size, flatten=False)
     x_test, y_test = load_fashion_mnist("test", n=cfg.test_size, flatten=False)
     warm_up(x, y_clean, cfg.batch_size)
-    runs = []
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    if cfg.add_run_c:
+        add_run_c(cfg, json_path, x, y_clean, x_test, y_test)
+        return
+    log = {"command": cmd, "machine": info, "config": vars(cfg), "runs": []}
     for noise in cfg.noise:
+        cfg._noise = noise
         for seed in cfg.seeds:
             y = add_label_noise(y_clean, noise, seed)
+            nodes = stratified_nodes(y, cfg.nodes)
             t = time.perf_counter()
-            results = run_fixed_and_nnk_layer(x, y, x_test, y_test, seed, cfg)
-            results["nnk-channel"] = run_nnk_channel(x, y, x_test, y_test, seed, cfg)
-            results["validation"] = run_validation(x, y, x_test, y_test, seed, cfg)
-            runs.append({"noise": noise, "seed": seed, "results": results,
-                         "actual_noise": float((y != y_clean).float().mean())})
-            print(f"noise {noise:.2f} seed {seed} ({time.perf_counter() - t:.0f} s): " + ", ".join(
-                f"{m} acc {results[m]['test_acc']:.4f} ep {results[m]['epochs']}" for m in METHODS),
-                flush=True)
-    total = time.perf_counter() - t0
-    info["load_avg_end"] = os.getloadavg()
-    write_markdown(cfg.out, cfg, runs, info, total, cmd)
-    json_path = os.path.splitext(cfg.out)[0] + ".json"
-    with open(json_path, "w") as f:
-        json.dump({"command": cmd, "machine": info, "total_s": total,
-                   "config": vars(cfg),
-                   "summary": summarize(runs, cfg.noise), "runs": runs}, f, indent=1)
-    print(f"wrote {cfg.out} and {json_path} ({total / 60:.1f} min)")
+            run = {"noise": noise, "seed": seed, "num_nodes": int(nodes.numel()),
+                   "actual_noise": float((y != y_clean).float().mean()),
+                   "A": run_a(x, y, x_test, y_test, seed, nodes, cfg),
+                   "B": run_b(x, y, x_test, y_test, seed, cfg)}
+            if cfg.run_c:
+                run["C"] = run_c_both(x, y, x_test, y_test, seed, nodes, cfg)
+            run["wall_s"] = time.perf_counter() - t
+            log["runs"].append(run)
+            a = run["A"]["curve"]
+            print(f"noise {noise:.2f} seed {seed} ({run['wall_s']:.0f} s): test acc A "
+                  f"{a[-1]['test_acc']:.4f} (best {max(r['test_acc'] for r in a):.4f}), "
+                  f"nnk {a[-1]['nnk_s']:.1f} s/epoch", flush=True)
+            log["total_s"] = time.perf_counter() - t0
+            info["load_avg_end"] = os.getloadavg()
+            with open(json_path, "w") as f:         # after every run: a partial log survives
+                json.dump(log, f, indent=1)
+    report(cfg.out, log, _read(cfg.deviations), _read(cfg.interpretation))
+    print(f"wrote {cfg.out} and {json_path} ({log['total_s'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ at::Tensor reduce_activations(const at::Tensor& activations, const std::string& 
   TORCH_CHECK(activations.dim() >= 2,
               "GeometryTracker: activations should be [N, ...] with at least 2 dims, got shape ",
               activations.sizes());
-  at::Tensor a = activations.detach().to(at::kCPU);
+  // Stays on the activations' device: the graph is built there. float16/bfloat16 (AMP)
+  // become float32 before the pooling, so neither the mean nor the graph runs in half
+  // precision.
+  at::Tensor a = activations.detach();
   if (a.scalar_type() != at::kDouble) a = a.to(at::kFloat);
   if (a.dim() == 2) return a;
   if (mode == Reduce::AvgPool) {
@@ -56,6 +59,20 @@ void GeometryTracker::set_labels(const at::Tensor& labels) {
   std::lock_guard<std::mutex> lock(mutex_);
   num_classes_ = lab.num_classes;
   labels_ = lab.y;
+}
+
+at::Tensor GeometryTracker::labels_on(const at::Tensor& labels, const at::Device& device) const {
+  if (labels.device() == device) return labels;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!device_labels_source_.is_same(labels)) {  // new labels: the old copies are stale
+    device_labels_.clear();
+    device_labels_source_ = labels;
+  }
+  for (const auto& copy : device_labels_) {
+    if (copy.device() == device) return copy;
+  }
+  device_labels_.push_back(labels.to(device));
+  return device_labels_.back();
 }
 
 std::vector<HistoryRow> GeometryTracker::step(
@@ -108,6 +125,7 @@ std::vector<HistoryRow> GeometryTracker::step(
   const LayerGraph* prev_layer = nullptr;
   for (const auto& layer : layers_) {
     const at::Tensor x = reduce_activations(activations.at(layer), options_.reduce);
+    const at::Tensor y = labels.has_value() ? labels_on(*labels, x.device()) : at::Tensor();
     TORCH_CHECK(all_finite(x), "GeometryTracker.step: layer \"", layer,
                 "\" has non-finite activations at epoch ", epoch);
     at::Tensor nbr, w, err;
@@ -129,22 +147,27 @@ std::vector<HistoryRow> GeometryTracker::step(
     add(layer, "isolated", (degree == 0).to(at::kDouble));
     if (labels.has_value()) {
       at::Tensor hard, soft;
-      std::tie(hard, soft) = ops::nnk_loo_error(nbr, w, *labels, num_classes);
+      std::tie(hard, soft) = ops::nnk_loo_error(nbr, w, y, num_classes);
       add(layer, "loo_error", hard);
       add(layer, "loo_soft_error", soft);
-      const double smooth = ops::label_smoothness(nbr, w, *labels);
+      const double smooth = ops::label_smoothness(nbr, w, y);
       add(layer, "label_smoothness", at::full({1}, smooth, at::kDouble));
     }
     auto prev = previous.find(layer);
     if (prev != previous.end() && prev->second.neighbors.size(0) == n) {
+      // The previous graph is on this graph's device unless the model moved since, or it
+      // came from a checkpoint (kept on the CPU): [N, k] is moved, never the activations.
       add(layer, "epoch_overlap",
-          std::get<0>(ops::neighborhood_overlap(nbr, w, prev->second.neighbors,
-                                                prev->second.weights)));
+          std::get<0>(ops::neighborhood_overlap(
+              nbr, w, prev->second.neighbors.to(nbr.device()),
+              prev->second.weights.to(w.device(), w.scalar_type()))));
     }
     if (prev_layer != nullptr) {
+      // Layers of one model may sit on different devices (pipeline parallelism).
       add(layer, "layer_overlap",
-          std::get<0>(ops::neighborhood_overlap(nbr, w, prev_layer->neighbors,
-                                                prev_layer->weights)));
+          std::get<0>(ops::neighborhood_overlap(
+              nbr, w, prev_layer->neighbors.to(nbr.device()),
+              prev_layer->weights.to(w.device(), w.scalar_type()))));
     }
     current[layer] = {nbr, w};
     prev_layer = &current[layer];
@@ -251,9 +274,10 @@ std::map<std::string, at::Tensor> GeometryTracker::state_dict() const {
   out["history.hist"] = hist;
   out["last_epoch"] = last_epoch_.has_value() ? at::full({1}, *last_epoch_, at::kLong)
                                               : at::empty({0}, at::kLong);
+  // On the CPU, so that a checkpoint loads on any machine ([N, k] each, once per save).
   for (const auto& kv : previous_) {
-    out["previous." + kv.first + ".neighbors"] = kv.second.neighbors.clone();
-    out["previous." + kv.first + ".weights"] = kv.second.weights.clone();
+    out["previous." + kv.first + ".neighbors"] = kv.second.neighbors.to(at::kCPU).clone();
+    out["previous." + kv.first + ".weights"] = kv.second.weights.to(at::kCPU).clone();
   }
   return out;
 }

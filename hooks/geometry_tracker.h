@@ -47,8 +47,9 @@ struct HistoryRow {
   Summary summary;
 };
 
-// Reduces activations [N, ...] to points [N, D] (float32 or float64 kept, other dtypes
-// become float32): [N, D] unchanged; [N, C, ...] by "avgpool" or "flatten".
+// Reduces activations [N, ...] to points [N, D] on the activations' device (float64 kept;
+// float32, float16, bfloat16 and other dtypes become float32, so that no graph is built in
+// half precision): [N, D] unchanged; [N, C, ...] by "avgpool" or "flatten".
 at::Tensor reduce_activations(const at::Tensor& activations, const std::string& reduce);
 
 class GeometryTracker {
@@ -61,7 +62,11 @@ class GeometryTracker {
   void set_labels(const at::Tensor& labels);
 
   // Records one epoch. `activations` maps each tracked layer to its probe activations
-  // [N, ...] (same N for all layers, N > k). Returns the rows appended for this epoch.
+  // [N, ...] (same N for all layers, N > k; any device, float16/bfloat16 included). Each
+  // layer's graph and metrics are computed on its activations' device, in float32 (float64
+  // activations: float64); only the per-node metrics [N] that the summaries read come to the
+  // host. The labels are copied to that device once and kept there while it does not change.
+  // Returns the rows appended for this epoch.
   // Epochs must increase; stepping the last recorded epoch again (a repeated end-of-epoch
   // call, a resumed run) records nothing and returns that epoch's rows.
   // Metrics recorded per layer: degree, diameter, local_dim, log_volume, curvature, error,
@@ -101,14 +106,20 @@ class GeometryTracker {
 
   std::vector<std::string> layers_;
   TrackerOptions options_;
-  c10::optional<at::Tensor> labels_;
+  c10::optional<at::Tensor> labels_;  // on the CPU, as checked
+  // Copies of device_labels_source_ (a labels_ value) on the devices that activations came
+  // from, one per device: layers of one model may sit on different devices.
+  mutable at::Tensor device_labels_source_;
+  mutable std::vector<at::Tensor> device_labels_;
   int64_t num_classes_ = 0;
-  std::map<std::string, LayerGraph> previous_;
+  std::map<std::string, LayerGraph> previous_;  // on the device the graphs were built on
   std::vector<HistoryRow> history_;
   c10::optional<int64_t> last_epoch_;
   mutable std::mutex mutex_;
 
   std::vector<HistoryRow> rows_of_locked(int64_t epoch) const;
+  // `labels` (a snapshot of labels_) on `device`, copied there once per device.
+  at::Tensor labels_on(const at::Tensor& labels, const at::Device& device) const;
 };
 
 } // namespace hooks

@@ -22,11 +22,12 @@ struct Summary {
   std::vector<int64_t> hist;      // bins counts
 };
 
-// Summarises `values` (any shape, any real dtype; read as float64). Non-finite values are
-// left out of every statistic, and so are entries where `include` (bool, same number of
-// elements) is false, e.g. isolated nodes whose metric values are conventions. An input with
-// nothing left gives count 0 and NaN statistics, so "nothing to summarise" cannot pass for
-// a zero.
+// Summarises `values` (any shape, any real dtype, any device; copied to the host as float64:
+// per-node metrics [N] are what comes back from a device, never activations). Non-finite
+// values are left out of every statistic, and so are entries where `include` (bool, same
+// number of elements) is false, e.g. isolated nodes whose metric values are conventions. An
+// input with nothing left gives count 0 and NaN statistics, so "nothing to summarise" cannot
+// pass for a zero.
 Summary summarize(const at::Tensor& values, int64_t bins = 20,
                   const c10::optional<at::Tensor>& include = c10::nullopt);
 

@@ -17,10 +17,26 @@ struct TrainingModeGuard {
   ~TrainingModeGuard() { model.train(was_training); }
 };
 
-at::Device model_device(const torch::nn::Module& model) {
-  for (const auto& p : model.parameters()) return p.device();
-  for (const auto& b : model.buffers()) return b.device();
-  return at::Device(at::kCPU);
+// Where the model's tensors are and their floating dtype (none if it has no floating
+// tensor): what each probe batch is converted to.
+struct ModelPlacement {
+  at::Device device = at::Device(at::kCPU);
+  c10::optional<at::ScalarType> dtype;
+};
+
+ModelPlacement model_placement(const torch::nn::Module& model) {
+  std::vector<at::Tensor> tensors = model.parameters();
+  for (auto& b : model.buffers()) tensors.push_back(b);
+  ModelPlacement out;
+  for (const auto& t : tensors) {
+    if (at::isFloatingType(t.scalar_type())) {
+      out.device = t.device();
+      out.dtype = t.scalar_type();
+      return out;
+    }
+  }
+  if (!tensors.empty()) out.device = tensors.front().device();
+  return out;
 }
 
 } // namespace
@@ -32,7 +48,8 @@ ProbeRecording::~ProbeRecording() { g_current = previous_; }
 ProbeRecording* ProbeRecording::current() { return g_current; }
 
 void ProbeRecording::record(const std::string& name, const at::Tensor& x) {
-  chunks_[name].push_back(x.detach().to(at::kCPU));
+  // A copy: a later in-place layer (ReLU with inplace) would change the tap's input.
+  chunks_[name].push_back(x.detach().clone());
 }
 
 std::map<std::string, at::Tensor> ProbeRecording::collect() {
@@ -69,11 +86,17 @@ std::map<std::string, at::Tensor> run_probe(
   TrainingModeGuard mode(model);
   model.eval();
   torch::NoGradGuard no_grad;
-  const at::Device device = model_device(model);
+  const ModelPlacement place = model_placement(model);
   ProbeRecording recording;
   const int64_t n = inputs.size(0);
   for (int64_t s = 0; s < n; s += batch_size) {
-    forward(inputs.slice(/*dim=*/0, s, std::min(n, s + batch_size)).to(device));
+    at::Tensor batch = inputs.slice(/*dim=*/0, s, std::min(n, s + batch_size));
+    if (place.dtype.has_value() && at::isFloatingType(batch.scalar_type())) {
+      batch = batch.to(place.device, *place.dtype);
+    } else {
+      batch = batch.to(place.device);
+    }
+    forward(batch);
   }
   return recording.collect();
 }

@@ -11,8 +11,10 @@
 //   * a global registry would record during training too and is not thread-safe.
 // A `ProbeRecording` is an RAII scope: while it lives, taps run on its thread record into
 // it (recordings nest; the innermost one receives). Taps called on other threads (e.g. by
-// a data-parallel replica) do not record. Recorded tensors are detached and moved to the
-// CPU at once, so the probe pass keeps no autograd graph and no device memory.
+// a data-parallel replica) do not record. Recorded tensors are detached copies (the probe
+// pass keeps no autograd graph, and later in-place layers do not change them) on the device
+// the model produced them on: the tracker and the callbacks build their graphs there, and
+// only small results come back to the host.
 //
 //   struct Net : torch::nn::Module {
 //     torch::nn::Sequential features{
@@ -45,7 +47,8 @@ class ProbeRecording {
   // The innermost recording alive on the calling thread, or nullptr.
   static ProbeRecording* current();
 
-  // Appends `x` (any shape and dtype) under `name`, detached and copied to the CPU.
+  // Appends a copy of `x` (any shape, dtype and device) under `name`, detached, on x's
+  // device.
   void record(const std::string& name, const at::Tensor& x);
 
   // The recorded chunks, by name.
@@ -77,13 +80,16 @@ class TapImpl : public torch::nn::Cloneable<TapImpl> {
 };
 TORCH_MODULE(Tap);
 
-// Runs a probe pass: `inputs` [N, ...] (any dtype the model takes) in batches of
-// `batch_size` along dim 0, each moved to the device of the model's first parameter (or
-// buffer; CPU if it has neither) and passed to `forward`, with the model in eval mode and
-// under NoGradGuard. Returns what the model's taps recorded, name -> [N, ...] on the CPU
-// (the dtype the layer produced). The model's training mode is restored afterwards,
-// exceptions included. `forward` is how the model is called (nn::Module has no virtual
-// forward); the overload below passes `model->forward`.
+// Runs a probe pass: `inputs` [N, ...] (on any device) in batches of `batch_size` along
+// dim 0, each moved to the model's device and passed to `forward`, with the model in eval
+// mode and under NoGradGuard. The model's device and floating dtype are read at each call
+// from its first floating parameter (or buffer; CPU if it has none), so a model moved with
+// ->to(device) or ->to(at::kDouble) after the probe set was made keeps working: floating
+// inputs take that dtype, integer inputs (token ids) keep theirs. Returns what the model's
+// taps recorded, name -> [N, ...] on the model's device (the dtype the layer produced). The
+// model's training mode is restored afterwards, exceptions included. `forward` is how the
+// model is called (nn::Module has no virtual forward); the overload below passes
+// `model->forward`.
 std::map<std::string, at::Tensor> run_probe(
     torch::nn::Module& model,
     const std::function<void(const at::Tensor&)>& forward,

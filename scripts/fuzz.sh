@@ -26,11 +26,10 @@ CXX=${CXX:-clang++}
 # fault name -> the target that shows it (the reproducer is tests/fuzz/reproducers/<name>).
 # All reported in issue 13 or in the report that added this script.
 declare -A KNOWN_FAULTS=(
-  # nnk_symmetrize accepts a node listed twice in a row when one of the entries has weight 0
-  # (modes none, max, mean). The faults fixed since (a positive weight on a padding slot, NaN
-  # errors, a half-loaded state after a refused load, non-UTF-8 JSON, a check counter of
-  # INT64_MAX) have their reproducers in the targets' corpora, replayed on every run.
-  [symmetrize_repeat]=fuzz_nnk_symmetrize
+  # None open. The faults fixed since (a positive weight on a padding slot, NaN errors, a
+  # half-loaded state after a refused load, non-UTF-8 JSON, a check counter of INT64_MAX, a
+  # node listed twice in a row with weight 0) have their reproducers in the targets'
+  # corpora, replayed on every run.
 )
 
 # The fuzzers judge results, not threads (those have their own tests); leaks are the

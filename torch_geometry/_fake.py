@@ -44,7 +44,7 @@ def _graph(neighbors: torch.Tensor, weights: torch.Tensor, op: str) -> None:
 
 
 def _knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine", sigma: Optional[float] = None,
-               sigma_mode: str = "mean"):
+               sigma_mode: str = "mean", candidate_metric: str = "kernel"):
     _points(x, "knn_graph")
     n = x.shape[0]
     _check(k >= 1, f"knn_graph: k should be >= 1, got {k}")
@@ -54,7 +54,7 @@ def _knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine", sigma: Optional[
 
 def _nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine", sigma: Optional[float] = None,
                sigma_mode: str = "mean", candidates: Optional[torch.Tensor] = None,
-               threshold: float = 1e-10):
+               threshold: float = 1e-10, candidate_metric: str = "kernel"):
     _points(x, "nnk_graph")
     n = x.shape[0]
     _check(k >= 1, f"nnk_graph: k should be >= 1, got {k}")
@@ -108,7 +108,7 @@ def _neighborhood_overlap(neighbors_a: torch.Tensor, weights_a: torch.Tensor,
 
 
 def _channel_nnk_graph(activations: torch.Tensor, k: int, kernel: str = "cosine",
-                       threshold: float = 1e-10):
+                       threshold: float = 1e-10, candidate_metric: str = "kernel"):
     _check(activations.dim() >= 3,
            f"channel_nnk_graph: activations should be [N, C, ...], got {activations.dim()} dims")
     _check(activations.dtype in (torch.float32, torch.float64),

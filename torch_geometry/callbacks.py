@@ -3,7 +3,7 @@
 The decisions and state live in C++ (``hooks/early_stopping.h``), shared with LibTorch
 trainers; this module captures the probe activations and keeps frozen channels frozen.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -123,16 +123,34 @@ class NNKEarlyStopping:
         probe (Tensor, (Tensor, Tensor) or DataLoader): probe inputs (and labels), e.g. a
             stratified subset of the *training* data.
         labels (Tensor[N], optional): labels when ``probe`` carries none.
-        mode (str): ``"channel"`` (one patience counter per channel; a channel that stops
-            improving is restored to its best weights and frozen; training stops when all
-            are frozen) or ``"layer"`` (one counter for the layer). (default: ``"channel"``)
+        mode (str): ``"channel"`` (one patience counter per channel, channel-wise DeepNNK: a
+            channel that stops improving is frozen; training stops when all are frozen) or
+            ``"layer"`` (one counter for the layer, DeepNNK). (default: ``"channel"``)
         patience (int): checks without improvement before freezing/stopping. (default: 5)
-        min_delta (float): an improvement must lower the error by more than this. (default: 0)
+        min_delta (float or "auto"): a check improves when its score is lower than the best
+            so far by more than this. ``"auto"``: by more than the binomial standard error of
+            a leave-one-out error measured on N probe nodes, ``sqrt(e * (1 - e) / N)`` with
+            e the best score so far, so that a change within the probe's own sampling noise
+            never counts as an improvement. (default: 0)
+        smoothing (int): the score of a check is the mean of the last ``smoothing`` checks'
+            leave-one-out errors (per channel or for the layer; fewer at the first checks);
+            1 = off. (default: 1)
         check_every (int): check at epochs with ``epoch % check_every == 0``. (default: 1)
         k (int): NNK candidates per node. (default: 25)
         kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
-        restore_best_weights (bool): restore best weights when freezing (channel mode) or
-            stopping (layer mode: every parameter of the model). (default: True)
+        candidate_metric (str): how each node's k candidates are ranked before the kernel
+            weighs them: ``"kernel"`` (by kernel similarity) or ``"euclidean"`` (by L2
+            distance on the raw activations, as the published DeepNNK code does).
+            (default: ``"kernel"``)
+        restore_best_weights (bool, optional): channel mode: a channel being frozen returns to
+            its best check's weights instead of being frozen where it stands (default False:
+            frozen in place, as published). Layer mode: restore the best check's weights on
+            stop (default True), i.e. ``restore_on_stop="best"`` or ``"none"``.
+        restore_on_stop (str, optional): what the model returns to when training stops:
+            ``"last_improvement"`` (its state, parameters and buffers, at the last check at
+            which any channel, or the layer, improved: the published channel-wise method's
+            model), ``"best"`` (layer mode: the best check, the same check) or ``"none"``.
+            (default: ``"last_improvement"`` in channel mode, ``"best"`` in layer mode)
         verbose (bool): print freezes and the stop. (default: True)
         conv (str, optional): the conv whose output channels are frozen (channel mode).
             Default: ``layer`` if it is a conv; for a container, the last conv inside it whose
@@ -151,7 +169,8 @@ class NNKEarlyStopping:
             Either way the parameters are looked up through the model each time, so moving
             the model (``.double()``, ``.to(...)``, ``.to(memory_format=...)``) or loading a
             state dict into it keeps frozen channels frozen.
-        max_points (int): probe inputs kept (stratified by label). (default: 2000)
+        max_points (int, optional): probe inputs kept (stratified by label); None = the whole
+            probe (the published runs use every labelled training image). (default: 2000)
         reduce (str, optional): layer mode, conv maps -> ``"avgpool"`` or ``"flatten"``.
             (default: the package's one default, ``torch_geometry._C.DEFAULT_REDUCE``,
             ``"avgpool"``, as for :class:`~torch_geometry.GeometryTracker`)
@@ -164,25 +183,33 @@ class NNKEarlyStopping:
 
     Attributes:
         frozen_channels (list[int]), stopped_epoch (int, -1 while running), best_score
-        (float), wait_count (list[int]), last_scores (list[float]), stop_reason (str).
+        (float), wait_count (list[int]), last_scores (list[float]: the last check's
+        leave-one-out errors), smoothed_scores (list[float]: what it compared),
+        last_improvement_epoch (int, -1 before the first check), stop_reason (str).
     """
 
     def __init__(self, model: nn.Module, layer: str, probe: Probe,
                  labels: Optional[torch.Tensor] = None, mode: str = "channel", patience: int = 5,
-                 min_delta: float = 0.0, check_every: int = 1, k: int = 25, kernel: str = "cosine",
-                 restore_best_weights: bool = True, verbose: bool = True, conv: Optional[str] = None,
-                 optimizer: Optional[torch.optim.Optimizer] = None, max_points: int = 2000,
-                 reduce: Optional[str] = None, batch_size: int = 500,
-                 progress: Optional[bool] = None, seed: int = 0):
+                 min_delta: Union[float, str] = 0.0, check_every: int = 1, k: int = 25,
+                 kernel: str = "cosine", restore_best_weights: Optional[bool] = None,
+                 verbose: bool = True, conv: Optional[str] = None,
+                 optimizer: Optional[torch.optim.Optimizer] = None,
+                 max_points: Optional[int] = 2000, reduce: Optional[str] = None,
+                 batch_size: int = 500, progress: Optional[bool] = None, seed: int = 0,
+                 smoothing: int = 1, restore_on_stop: Optional[str] = None,
+                 candidate_metric: str = "kernel"):
         if not isinstance(check_every, int) or check_every <= 0:
             raise ValueError(f"check_every should be a positive integer, got {check_every!r}")
+        if isinstance(min_delta, str) and min_delta != "auto":
+            raise ValueError(f"min_delta should be a number >= 0 or \"auto\", got {min_delta!r}")
         self.model = model
         self.layer = layer
         resolve_layers(model, [layer])
         x, y = materialize_probe(probe, labels)
         if y is None:
             raise ValueError("NNKEarlyStopping needs labels: pass (x, y) as probe or labels=")
-        subset = _C.probe_subset(x.shape[0], int(max_points), y, int(seed))
+        keep = x.shape[0] if max_points is None else int(max_points)
+        subset = _C.probe_subset(x.shape[0], keep, y, int(seed))
         self.probe_x, self.probe_y = x[subset], y[subset]
         if self.probe_x.shape[0] <= k:
             raise ValueError(f"the probe set has {self.probe_x.shape[0]} inputs; it needs more "
@@ -192,11 +219,18 @@ class NNKEarlyStopping:
         self.batch_size = batch_size
         self.progress = default_progress(progress)
         options = _C.EarlyStoppingOptions()
-        options.mode, options.patience, options.min_delta = mode, int(patience), float(min_delta)
-        options.k, options.kernel = int(k), kernel
+        options.mode, options.patience = mode, int(patience)
+        if isinstance(min_delta, str):
+            options.auto_min_delta = True
+        else:
+            options.min_delta = float(min_delta)
+        options.smoothing = int(smoothing)
+        options.k, options.kernel, options.candidate_metric = int(k), kernel, candidate_metric
         if reduce is not None:
             options.reduce = reduce
-        options.restore_best_weights = bool(restore_best_weights)
+        if restore_best_weights is not None:
+            options.restore_best_weights = bool(restore_best_weights)
+        options.restore_on_stop = restore_on_stop
         self._core = _C.NNKEarlyStoppingCore(options)
         self._core.set_labels(self.probe_y)
         self._hooks = []
@@ -211,7 +245,7 @@ class NNKEarlyStopping:
             self.conv_name, self.norm_names = _resolve_frozen_modules(model, layer, shape[1], conv)
             self.conv = model.get_submodule(self.conv_name)
             self._hooks.append(self.conv.register_forward_pre_hook(_Enforce(self)))
-        self._core.watch(self._current_params())
+        self._core.watch(self._current_params(), self._current_extra())
         if optimizer is not None and mode == "channel":  # layer mode freezes nothing
             self._hooks.append(_compat.register_step_post_hook(optimizer, _Enforce(self)))
         self._reported = set()
@@ -237,10 +271,25 @@ class NNKEarlyStopping:
                     out.append(p.data)
         return out
 
+    def _watched_names(self) -> List[str]:
+        if self.conv_name is None:
+            return [n for n, _ in self.model.named_parameters()]
+        return [f"{m}.{a}" for m in [self.conv_name] + self.norm_names for a in ("weight", "bias")]
+
+    def _current_extra(self) -> List[torch.Tensor]:
+        """The rest of the model's state (other parameters, buffers), looked up through the
+        model for the same reason: restored with the watched parameters on stop."""
+        watched = set(self._watched_names())
+        return ([p.data for n, p in self.model.named_parameters() if n not in watched]
+                + [b for _, b in self.model.named_buffers()])
+
+    def _rebind(self):
+        self._core.rebind(self._current_params(), self._current_extra())
+
     def enforce(self):
         """Rewrites the parameters of frozen channels with their frozen values (the hooks
         call it after every optimiser step / before every forward of the conv)."""
-        self._core.rebind(self._current_params())
+        self._rebind()
         self._core.enforce()
 
     def _score(self, activations: torch.Tensor) -> List[float]:
@@ -276,8 +325,11 @@ class NNKEarlyStopping:
             print(f"[NNKEarlyStopping] epoch {epoch}: froze channels {new} of {self.conv_name} "
                   f"({len(self.frozen_channels)}/{len(self._core.best_scores)} frozen)")
         if self._core.should_stop:
+            restored = self._core.options.restore_on_stop
+            detail = ("" if restored == "none" or "non-finite" in self.stop_reason else
+                      f"; model restored to epoch {self.last_improvement_epoch} ({restored})")
             print(f"[NNKEarlyStopping] stop at epoch {self.stopped_epoch}: {self.stop_reason} "
-                  f"(best LOO error {self.best_score:.4f})")
+                  f"(best LOO error {self.best_score:.4f}){detail}")
 
     def remove(self):
         """Removes the forward pre-hook and the optimizer hook (on torch < 2 the optimizer's
@@ -307,6 +359,14 @@ class NNKEarlyStopping:
         return list(self._core.last_scores)
 
     @property
+    def smoothed_scores(self) -> List[float]:
+        return list(self._core.smoothed_scores)
+
+    @property
+    def last_improvement_epoch(self) -> int:
+        return self._core.last_improvement_epoch
+
+    @property
     def stop_reason(self) -> str:
         return self._core.stop_reason
 
@@ -317,7 +377,7 @@ class NNKEarlyStopping:
     def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
         """Restores :meth:`state_dict`; a state that does not fit (keys, sizes, this mode or
         channel count) is refused with the callback unchanged."""
-        self._core.rebind(self._current_params())
+        self._rebind()
         self._core.load_state_dict(dict(state))
         self._reported = set(self.frozen_channels)
         self.enforce()
@@ -330,6 +390,11 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
                   ) -> List[Tuple[str, float]]:
     """Ranks models (or checkpoints) by the NNK leave-one-out error of ``layer``'s activations
     on a probe set of *training* data: no validation data needed.
+
+    Each model's activations stay on that model's device (the probe batches are moved to its
+    current device and floating dtype) and its graph is built there; only the LOO error
+    comes back. float16/bfloat16 activations (AMP) are accepted; the graph is computed in
+    float32.
 
     Args:
         models (dict[str, nn.Module]): candidates; ``layer`` must exist in each.

@@ -16,13 +16,17 @@ ensure_loaded()
 
 
 def channel_graphs(a: torch.Tensor, k: int, kernel: str = "cosine",
-                   threshold: float = 1e-10) -> List[NNKGraph]:
+                   threshold: float = 1e-10, candidate_metric: str = "kernel") -> List[NNKGraph]:
     """NNK graph of every channel.
 
     Args:
         a (Tensor[N, C, H, W] or [N, C, L]): activations, float32/float64, CPU.
         k (int): candidates per node, ``1 <= k < N``.
         kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
+        threshold (float): weights ``<= threshold`` are dropped. (default: ``1e-10``)
+        candidate_metric (str): ``"kernel"`` or ``"euclidean"`` (each channel's candidates
+            are its nearest points by L2 distance on the raw maps, as CW-DeepNNK does), see
+            :func:`torch_geometry.nnk_graph`. (default: ``"kernel"``)
 
     Returns:
         list of C :class:`NNKGraph` (directed form; ``symmetrize="min_error"``).
@@ -33,7 +37,8 @@ def channel_graphs(a: torch.Tensor, k: int, kernel: str = "cosine",
         >>> len(graphs), graphs[0].neighbors.shape
         (8, torch.Size([500, 10]))
     """
-    nbr, w, err = torch.ops.torch_geometry.channel_nnk_graph(a, int(k), kernel, float(threshold))
+    nbr, w, err = torch.ops.torch_geometry.channel_nnk_graph(
+        a, int(k), kernel, float(threshold), candidate_metric)
     n = a.shape[0]
     out = []
     for c in range(nbr.shape[0]):

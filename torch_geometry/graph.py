@@ -29,7 +29,8 @@ def _sigma_args(kernel: str, sigma: Union[float, str, None]) -> Tuple[Optional[f
 
 
 def knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
-              sigma: Union[float, str, None] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+              sigma: Union[float, str, None] = None,
+              candidate_metric: str = "kernel") -> Tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest neighbours of every point among the other points.
 
     Args:
@@ -41,9 +42,14 @@ def knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
             neighbours and are nobody's neighbour) or ``"gaussian"``. (default: ``"cosine"``)
         sigma (float or str, optional): Gaussian bandwidth: a number, ``"mean"`` (mean
             k-th-neighbour distance / 3) or ``"local"`` (per node). (default: ``"mean"``)
+        candidate_metric (str): how neighbours are ranked: ``"kernel"`` (most similar under
+            the kernel) or ``"euclidean"`` (nearest by L2 distance on the raw ``x``, as the
+            published DeepNNK code does; the kernel then gives the similarities). The two
+            agree for the Gaussian kernel and differ for the cosine kernel when norms vary.
+            (default: ``"kernel"``)
 
     Returns:
-        neighbors (Tensor[N, k], int64): most similar first, ``-1`` pads.
+        neighbors (Tensor[N, k], int64): best first under ``candidate_metric``, ``-1`` pads.
         similarities (Tensor[N, k]): kernel values in [0, 1], x's dtype (float32 for
         float16/bfloat16 inputs).
 
@@ -57,7 +63,7 @@ def knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
     k = check_k(k, "knn_graph")
     check_device("knn_graph", x)
     s, mode = _sigma_args(kernel, sigma)
-    return torch.ops.torch_geometry.knn_graph(x, k, kernel, s, mode)
+    return torch.ops.torch_geometry.knn_graph(x, k, kernel, s, mode, candidate_metric)
 
 
 class NNKGraph:
@@ -141,7 +147,8 @@ class NNKGraph:
 def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
               sigma: Union[float, str, None] = None,
               candidates: Optional[torch.Tensor] = None,
-              symmetrize: str = "min_error", threshold: float = 1e-10) -> NNKGraph:
+              symmetrize: str = "min_error", threshold: float = 1e-10,
+              candidate_metric: str = "kernel") -> NNKGraph:
     """NNK graph of the rows of ``x``, solved exactly per node.
 
     Each node i is approximated by a non-negative combination of its candidates S (its
@@ -162,6 +169,11 @@ def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
         symmetrize (str): ``"none"``, ``"max"``, ``"mean"`` or ``"min_error"``, the rule
             used by :attr:`NNKGraph.edge_index`. (default: ``"min_error"``)
         threshold (float): weights ``<= threshold`` are dropped. (default: ``1e-10``)
+        candidate_metric (str): without ``candidates``, how the k candidates are chosen:
+            ``"kernel"`` (most similar under the kernel) or ``"euclidean"`` (nearest by L2
+            distance on the raw ``x``, then weighed by the kernel: the published DeepNNK and
+            CW-DeepNNK setting). Checked but unused when ``candidates`` are given.
+            (default: ``"kernel"``)
 
     Returns:
         NNKGraph
@@ -181,7 +193,7 @@ def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
     check_device("nnk_graph", x, candidates)
     s, mode = _sigma_args(kernel, sigma)
     nbr, w, err = torch.ops.torch_geometry.nnk_graph(
-        x, k, kernel, s, mode, candidates, float(threshold))
+        x, k, kernel, s, mode, candidates, float(threshold), candidate_metric)
     zero_rows = ((x == 0).all(1) if kernel == "cosine"
                  else torch.zeros(x.shape[0], dtype=torch.bool))
     return NNKGraph(nbr, w, err, symmetrize, zero_rows=zero_rows, kernel=kernel)

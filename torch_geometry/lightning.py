@@ -137,8 +137,13 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
         probe (Tensor, (Tensor, Tensor) or DataLoader): probe inputs and labels (training data).
         labels (Tensor[N], optional): labels when ``probe`` carries none.
         **options: passed on to :class:`torch_geometry.NNKEarlyStopping` (``mode``,
-            ``patience``, ``min_delta``, ``check_every``, ``k``, ``restore_best_weights``,
-            ``verbose``, ...). The optimizer is the trainer's when it has exactly one.
+            ``patience``, ``min_delta`` (a number or ``"auto"``), ``smoothing``,
+            ``check_every``, ``k``, ``candidate_metric``, ``restore_best_weights``,
+            ``restore_on_stop``, ``max_points`` (None = the whole probe), ``verbose``, ...).
+            The optimizer is the trainer's when it has exactly one. With
+            ``restore_on_stop="last_improvement"`` (channel mode's default) the
+            LightningModule's parameters and buffers return to the last improving check when
+            this callback stops training.
 
     Logs ``nnk_early_stopping/best_loo_error`` (the best check so far) and, in channel mode,
     ``nnk_early_stopping/frozen_channels`` after every check.

@@ -6,7 +6,9 @@ support) attributes, and optionally ``error`` ``[N]`` and ``kernel`` (the graph 
 :func:`torch_geometry.nnk_graph` has them); a ``(neighbors, weights[, error])`` tuple or a dict
 with those keys also works. The support of node i is ``S_i = {neighbors[i, j] : weights[i, j] > 0}``.
 Fields and points may be numpy arrays. The operators are not differentiable: tensors are
-detached, and float16/bfloat16 values (AMP) are converted to float32.
+detached, and float16/bfloat16 values (AMP) are converted to float32: no graph or metric is
+computed in half precision. Results stay on the graph's device (labels are moved there);
+only :func:`summarize` reads per-node values on the host.
 
 The computations are the compiled operators ``torch.ops.torch_geometry.manifold_metrics``,
 ``nnk_loo_error``, ``label_smoothness`` and ``neighborhood_overlap``; this module only
@@ -124,10 +126,11 @@ def manifold_metrics(x: torch.Tensor, graph: Any, alpha: float = 0.05,
     return out
 
 
-def _labels(labels: Any) -> torch.Tensor:
-    # Detached and passed through: the operators check labels (dtype, shape, range) and
-    # derive num_classes themselves.
-    return torch.as_tensor(labels).detach()
+def _labels(labels: Any, device: torch.device) -> torch.Tensor:
+    # Detached and moved to the graph's device (labels are [N], the graph is where the
+    # activations were); the operators check them (dtype, shape, range) and derive
+    # num_classes themselves.
+    return torch.as_tensor(labels).detach().to(device)
 
 
 def loo_error(graph: Any, labels: Any,
@@ -147,7 +150,7 @@ def loo_error(graph: Any, labels: Any,
         without edges counts as an error (hard = soft = 1). ``hard.mean()`` is the LOO error.
     """
     neighbors, weights, _, _ = _directed(graph)
-    labels = _labels(labels)
+    labels = _labels(labels, neighbors.device)
     check_device("nnk_loo_error", neighbors, weights, labels)
     return _ops().nnk_loo_error(neighbors, weights, labels,
                                 None if num_classes is None else int(num_classes))
@@ -165,7 +168,7 @@ def label_smoothness(graph: Any, labels: Any) -> float:
         labels (Tensor[N]): integer classes.
     """
     neighbors, weights, _, _ = _directed(graph)
-    labels = _labels(labels)
+    labels = _labels(labels, neighbors.device)
     check_device("label_smoothness", neighbors, weights, labels)
     return float(_ops().label_smoothness(neighbors, weights, labels))
 
@@ -242,7 +245,7 @@ def augmentation_invariance(features: torch.Tensor, augmented: Sequence[torch.Te
     metrics = manifold_metrics(points, graph, kernel=kernel)
     nb, w = neighbors[:n], weights[:n]
     support = (nb >= 0) & (w > 0)
-    own = support & (nb >= n) & (nb % n == torch.arange(n).unsqueeze(1))
+    own = support & (nb >= n) & (nb % n == torch.arange(n, device=nb.device).unsqueeze(1))
     degree = support.sum(1)
     share = own.sum(1).double() / degree.clamp(min=1).double()
     return {"diameter": metrics["diameter"][:n], "self_share": share}
@@ -271,13 +274,14 @@ def summarize(metrics: Dict[str, torch.Tensor], bins: int = 20,
 
     core = ensure_loaded()
     mask = metrics.get("isolated")
-    keep = (~mask.bool()).cpu() if mask is not None and exclude_isolated else None
+    # The C++ summary reads the values ([N] per metric) on the host; it copies them there.
+    keep = ~mask.bool() if mask is not None and exclude_isolated else None
     out: Dict[str, Dict[str, Any]] = {}
     for name, values in metrics.items():
         if name == "isolated" or not isinstance(values, torch.Tensor) or values.dim() != 1:
             continue
         include = keep if keep is not None and keep.shape == values.shape else None
-        s = core.summarize(values.detach().cpu(), int(bins), include)
+        s = core.summarize(values.detach(), int(bins), include)
         out[name] = {"count": s.count, "mean": s.mean, "median": s.median, "q25": s.q25,
                      "q75": s.q75, "min": s.min, "max": s.max, "hist": list(s.hist),
                      "bin_edges": list(s.bin_edges)}

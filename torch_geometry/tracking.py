@@ -5,6 +5,14 @@ probe set through the model at the end of an epoch, and hands the activations to
 tracker (``hooks/geometry_tracker.h``), which builds the NNK graphs, computes the metrics
 and keeps the history. Python only captures activations; it does not re-implement the
 geometry.
+
+Devices: activations stay where the model computes them (its parameters' device). The NNK
+graphs and metrics are built there through the operators' dispatcher (CUDA tensors take the
+device-generic path), and only per-node metrics and summaries come back to the host. The
+probe inputs are kept on the host and moved, batch by batch, to the model's device and
+floating dtype *at each capture*, so a model moved with ``.to(device)`` or ``.double()``
+after the tracker was made keeps working. float16/bfloat16 activations (AMP) are accepted;
+their graphs are computed in float32, never in half precision.
 """
 import difflib
 import json
@@ -53,7 +61,9 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> Dict[str, nn.Modu
 def materialize_probe(probe: Probe, labels: Optional[torch.Tensor] = None
                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Turns a tensor, an ``(x, y)`` pair or an iterable of batches (a DataLoader) into CPU
-    tensors ``x [N, ...]`` and ``y [N]`` (or None)."""
+    tensors ``x [N, ...]`` and ``y [N]`` (or None). The probe *inputs* live on the host like
+    the dataset they come from (a model may move between captures); each capture moves one
+    batch at a time to the model's device."""
     if isinstance(probe, torch.Tensor):
         x, y = probe, labels
     elif isinstance(probe, (tuple, list)) and len(probe) == 2 and isinstance(probe[0], torch.Tensor):
@@ -108,7 +118,8 @@ def _first_tensor(output):
 
 
 class ActivationCapture:
-    """Forward hooks that record the outputs of named layers, detached and on the CPU.
+    """Forward hooks that record copies of the outputs of named layers, detached, on the
+    device and in the dtype the layer produced them (nothing is copied to the host).
 
     Use as a context manager: hooks are removed on exit, exceptions included.
     """
@@ -121,7 +132,8 @@ class ActivationCapture:
     def __enter__(self):
         for name, module in self.modules.items():
             def hook(_module, _inputs, output, name=name):
-                self.outputs[name].append(_first_tensor(output).detach().to("cpu"))
+                # A copy: a later in-place layer (ReLU(inplace=True)) would change it.
+                self.outputs[name].append(_first_tensor(output).detach().clone())
             self._handles.append(module.register_forward_hook(hook))
         return self
 
@@ -142,7 +154,8 @@ class ActivationCapture:
 
 
 def _model_device(model: nn.Module) -> Tuple[torch.device, Optional[torch.dtype]]:
-    """Where the model's tensors are, and their floating dtype (None if it has none)."""
+    """Where the model's tensors are, and their floating dtype (None if it has none); read
+    at every probe pass, so that it follows ``.to(device)`` / ``.double()`` / ``.half()``."""
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point():
             return t.device, t.dtype
@@ -153,13 +166,15 @@ def _model_device(model: nn.Module) -> Tuple[torch.device, Optional[torch.dtype]
 
 def run_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 500,
               progress: bool = False, desc: str = "probe") -> Dict[str, torch.Tensor]:
-    """Runs ``x`` through ``model`` in eval mode under no_grad and returns each layer's
-    activations ``[N, ...]`` on the CPU. Floating inputs take the model's dtype. The model's
-    train/eval mode is restored after."""
+    """Runs ``x`` (any device) through ``model`` in eval mode under no_grad and returns each
+    layer's activations ``[N, ...]`` on the device the model produced them on. Each batch is
+    moved to the model's current device; floating inputs take its current floating dtype (a
+    model moved by ``.to(device)`` / ``.double()`` / ``.half()`` after the probe was taken).
+    The model's train/eval mode is restored after."""
     was_training = model.training
     device, dtype = _model_device(model)
-    if dtype is not None and x.is_floating_point():
-        x = x.to(dtype)   # a model moved by .double() / .half() after the probe was taken
+    if dtype is None or not x.is_floating_point():
+        dtype = x.dtype
     model.eval()
     try:
         with torch.no_grad(), ActivationCapture(model, layers) as cap:
@@ -168,7 +183,7 @@ def run_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_si
                 from tqdm import tqdm
                 starts = tqdm(starts, desc=desc, leave=False, unit="batch")
             for s in starts:
-                model(x[s:s + batch_size].to(device))
+                model(x[s:s + batch_size].to(device, dtype))
             return cap.collect()
     finally:
         model.train(was_training)
@@ -176,22 +191,26 @@ def run_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_si
 
 def _gather_rows(t: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tensor:
     """All-gathers this rank's rows ``t`` (positions ``index`` in the full probe set) and
-    returns the full ``[total, ...]`` tensor on every rank. Shards may differ in size."""
+    returns the full ``[total, ...]`` tensor on every rank, on ``t``'s device (NCCL gathers
+    CUDA tensors, gloo CPU ones). Shards may differ in size."""
     import torch.distributed as dist
 
     world = dist.get_world_size()
-    n_local = torch.tensor([t.shape[0]], dtype=torch.long)
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
+    dev = t.device
+    index = index.to(dev)
+    n_local = torch.tensor([t.shape[0]], dtype=torch.long, device=dev)
+    sizes = [torch.zeros(1, dtype=torch.long, device=dev) for _ in range(world)]
     dist.all_gather(sizes, n_local)
-    longest = int(max(s.item() for s in sizes))
-    pad = torch.zeros((longest - t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype)
+    longest = int(max(s.item() for s in sizes))   # world scalars
+    pad = torch.zeros((longest - t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=dev)
     padded = torch.cat([t, pad])
-    idx_padded = torch.cat([index, torch.full((longest - index.shape[0],), -1, dtype=torch.long)])
+    idx_padded = torch.cat([index, torch.full((longest - index.shape[0],), -1, dtype=torch.long,
+                                              device=dev)])
     chunks = [torch.zeros_like(padded) for _ in range(world)]
     idx_chunks = [torch.zeros_like(idx_padded) for _ in range(world)]
     dist.all_gather(chunks, padded)
     dist.all_gather(idx_chunks, idx_padded)
-    out = torch.zeros((total,) + tuple(t.shape[1:]), dtype=t.dtype)
+    out = torch.zeros((total,) + tuple(t.shape[1:]), dtype=t.dtype, device=dev)
     for c, i in zip(chunks, idx_chunks):
         keep = i >= 0
         out[i[keep]] = c[keep]
@@ -200,9 +219,9 @@ def _gather_rows(t: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tens
 
 def capture_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 500,
                   progress: bool = False, desc: str = "probe") -> Dict[str, torch.Tensor]:
-    """Activations of ``layers`` for the whole probe set ``x``. Under torch.distributed each
-    rank runs its shard (every world_size-th input) and the activations are all-gathered,
-    so every rank returns the same tensors."""
+    """Activations of ``layers`` for the whole probe set ``x``, on the model's device. Under
+    torch.distributed each rank runs its shard (every world_size-th input) and the
+    activations are all-gathered, so every rank returns the same tensors."""
     import torch.distributed as dist
 
     distributed = dist.is_available() and dist.is_initialized()
@@ -252,6 +271,13 @@ class GeometryTracker:
 
     Under ``torch.distributed``, each rank runs its shard of the probe set; activations are
     gathered so that every rank computes the same history.
+
+    Devices: the activations stay on the model's device and the graphs are built there (CUDA
+    tensors take the operators' device-generic path); only per-node metrics and summaries
+    come to the host, and the labels are copied to the device once. The probe inputs follow
+    the model's device and floating dtype at each capture, so moving the model with
+    ``.to(device)`` or ``.double()`` after creating the tracker is fine. float16/bfloat16
+    activations (AMP) are accepted and their graphs computed in float32.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], probe: Probe,
@@ -299,7 +325,7 @@ class GeometryTracker:
 
     def capture(self) -> Dict[str, torch.Tensor]:
         """Runs the probe set (this rank's shard under torch.distributed) and returns each
-        layer's activations for the whole probe set ``[N, ...]`` on the CPU."""
+        layer's activations for the whole probe set ``[N, ...]`` on the model's device."""
         return capture_probe(self.model, self.layers, self.probe_x, self.batch_size,
                              progress=self.progress, desc="geometry probe")
 

@@ -2,6 +2,7 @@
 #include <torch/library.h>
 
 #include "../common.h"
+#include "../knn_graph.h"
 #include "knn_search.h"
 
 namespace torch_geometry {
@@ -14,16 +15,24 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_kernel(
     int64_t k,
     c10::string_view kernel_name,
     c10::optional<double> sigma,
-    c10::string_view sigma_mode) {
+    c10::string_view sigma_mode,
+    c10::string_view candidate_metric) {
   const char* op = "knn_graph";
   const Kernel kernel = parse_kernel(kernel_name, op);
+  const CandidateMetric metric = parse_candidate_metric(candidate_metric, op);
   const SigmaMode mode = parse_sigma(kernel, sigma, sigma_mode, op);
   check_points(x, op);
   check_k(k, x.size(0), op);
 
   const cpu::PreparedPoints pts = cpu::prepare_points(x, kernel);
   at::Tensor index, score;
-  std::tie(index, score) = cpu::knn_search(pts, kernel, k);
+  if (metric == CandidateMetric::Euclidean && kernel == Kernel::Cosine) {
+    index = cpu::euclidean_candidates(x, pts.valid, k);
+    score = cpu::candidate_scores(pts, kernel, index);
+  } else {
+    // The Gaussian kernel ranks by L2 distance already: both metrics are this search.
+    std::tie(index, score) = cpu::knn_search(pts, kernel, k);
+  }
 
   const int64_t n = x.size(0);
   at::Tensor sim = at::zeros({n, k}, score.options());

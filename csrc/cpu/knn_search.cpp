@@ -345,6 +345,46 @@ std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel 
   return std::make_tuple(index, score);
 }
 
+at::Tensor euclidean_candidates(const at::Tensor& x, const std::vector<char>& valid, int64_t k) {
+  PreparedPoints pts = prepare_points(x, Kernel::Gaussian);
+  pts.valid = valid;
+  pts.num_invalid = std::count(valid.begin(), valid.end(), 0);
+  return std::get<0>(knn_search(pts, Kernel::Gaussian, k));
+}
+
+at::Tensor candidate_scores(const PreparedPoints& pts, Kernel kernel, const at::Tensor& index) {
+  const int64_t n = index.size(0), k = index.size(1), d = pts.x.size(1);
+  at::Tensor score = at::zeros({n, k}, pts.x.options().dtype(at::kDouble));
+  const int64_t* id = index.data_ptr<int64_t>();
+  double* out = score.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(pts.x.scalar_type(), "candidate_scores", [&] {
+    const scalar_t* X = pts.x.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 64, [&](int64_t i0, int64_t i1) {
+      std::vector<const scalar_t*> rows(k);
+      std::vector<scalar_t> raw(k);
+      for (int64_t i = i0; i < i1; ++i) {
+        int m = 0;
+        while (m < k && id[i * k + m] >= 0) {
+          rows[m] = X + id[i * k + m] * d;
+          ++m;
+        }
+        if (kernel == Kernel::Cosine) {
+          dot_many(X + i * d, rows.data(), m, d, raw.data());
+        } else {
+          sqdist_many(X + i * d, rows.data(), m, d, raw.data());
+        }
+        for (int l = 0; l < m; ++l) {
+          const double r = static_cast<double>(raw[l]);
+          out[i * k + l] = kernel == Kernel::Cosine
+              ? std::min(1.0, std::max(-1.0, r * (pts.inv_norm[i] * pts.inv_norm[id[i * k + l]])))
+              : r;
+        }
+      }
+    });
+  });
+  return score;
+}
+
 std::vector<double> resolve_sigma(SigmaMode mode, double sigma,
                                   const std::vector<double>& far_sq) {
   const size_t n = far_sq.size();

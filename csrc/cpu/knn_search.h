@@ -46,6 +46,19 @@ PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel);
 std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel kernel,
                                               int64_t k);
 
+// The "euclidean" candidate metric: the k nearest other points of every point by L2
+// distance on the raw x, nearest first, ties to the smaller index (-1 pads). The search is
+// knn_search itself under the Gaussian preparation of x (whose ranking is the L2 ranking),
+// restricted to the points with `valid[i]` (the graph kernel's: all-zero rows stay out
+// under the cosine kernel). Returns index [N, k] int64.
+at::Tensor euclidean_candidates(const at::Tensor& x, const std::vector<char>& valid, int64_t k);
+
+// Raw kernel arguments from every point i to its candidates index[i] ([N, k] int64, -1 =
+// none, packed at the front): cos(x_i, x_j) clamped to [-1, 1] (cosine) or the squared
+// distance (gaussian) of the prepared copy, by the same simd_dot products as the search's
+// rescoring. Returns [N, k] double, 0 where index < 0.
+at::Tensor candidate_scores(const PreparedPoints& pts, Kernel kernel, const at::Tensor& index);
+
 // Per-node sigma of the Gaussian kernel from each node's largest candidate distance
 // (`far_sq[i]` = squared distance to its k-th neighbour, < 0 when it has none).
 std::vector<double> resolve_sigma(SigmaMode mode, double sigma,

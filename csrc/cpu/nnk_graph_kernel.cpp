@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "../knn_graph.h"
 #include "knn_search.h"
 #include "nnk_solver.h"
 #include "simd_dot.h"
@@ -262,9 +263,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph_kernel(
     c10::optional<double> sigma,
     c10::string_view sigma_mode,
     const c10::optional<at::Tensor>& candidates,
-    double threshold) {
+    double threshold,
+    c10::string_view candidate_metric) {
   const char* op = "nnk_graph";
   const Kernel kernel = parse_kernel(kernel_name, op);
+  const CandidateMetric metric = parse_candidate_metric(candidate_metric, op);
   const SigmaMode mode = parse_sigma(kernel, sigma, sigma_mode, op);
   check_points(x, op);
   check_k(k, x.size(0), op);
@@ -276,7 +279,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph_kernel(
   at::Tensor cand, cand_raw;  // cand_raw: kernel arguments of exact kNN candidates
   if (candidates.has_value() && candidates->defined()) {
     cand = clean_candidates(*candidates, n, k, pts.valid);
+  } else if (metric == CandidateMetric::Euclidean && kernel == Kernel::Cosine) {
+    // Kernel arguments come from nnk_impl's own products (cand_raw stays undefined).
+    cand = cpu::euclidean_candidates(x, pts.valid, k);
   } else {
+    // The Gaussian kernel ranks by L2 distance already: both metrics are this search.
     std::tie(cand, cand_raw) = cpu::knn_search(pts, kernel, k);
   }
   at::Tensor nbr = at::empty({n, k}, x.options().dtype(at::kLong));

@@ -37,25 +37,43 @@ std::tuple<at::Tensor, at::Tensor> symmetrize_impl(const at::Tensor& nbr, const 
     for (int64_t i = 0; i < n; ++i) {
       std::vector<std::pair<int64_t, double>> row;
       for (int64_t l = 0; l < k; ++l) {
-        if (NB[i * k + l] >= 0 && W[i * k + l] > 0) row.emplace_back(NB[i * k + l], W[i * k + l]);
+        // Weight-0 entries too: a node listed twice is refused whatever its weights.
+        if (NB[i * k + l] >= 0) row.emplace_back(NB[i * k + l], W[i * k + l]);
       }
       std::sort(row.begin(), row.end());
       for (size_t a = 0; a < row.size(); ++a) {
         TORCH_CHECK(a == 0 || row[a].first != row[a - 1].first,
                     "nnk_symmetrize: neighbors[", i, "] lists node ", row[a].first, " twice");
+        if (!(row[a].second > 0)) continue;
         src.push_back(i);
         dst.push_back(row[a].first);
         val.push_back(row[a].second);
       }
     }
   } else {
+    if (mode != Mode::MinError) {
+      // A node listed twice is refused whatever its weights: the pair sort below sees only
+      // positive weights in these modes, so each row is checked on its own (k log k).
+      std::vector<int64_t> row;
+      for (int64_t i = 0; i < n; ++i) {
+        row.clear();
+        for (int64_t l = 0; l < k; ++l) {
+          if (NB[i * k + l] >= 0) row.push_back(NB[i * k + l]);
+        }
+        std::sort(row.begin(), row.end());
+        const auto twice = std::adjacent_find(row.begin(), row.end());
+        TORCH_CHECK(twice == row.end(), "nnk_symmetrize: node ", i, " lists node ",
+                    twice == row.end() ? -1 : *twice, " twice");
+      }
+    }
     std::vector<Entry> entries;
     entries.reserve(static_cast<size_t>(n) * k);
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t l = 0; l < k; ++l) {
         const int64_t j = NB[i * k + l];
         if (j < 0) continue;
-        // Min-error needs every candidate (weight 0 included) to know who was a candidate.
+        // Min-error needs every candidate (weight 0 included) to know who was a candidate;
+        // the other modes need only the edges, once each row was checked for repeats.
         if (mode != Mode::MinError && !(W[i * k + l] > 0)) continue;
         entries.push_back({std::min(i, j), std::max(i, j), i < j, static_cast<double>(W[i * k + l])});
       }

@@ -16,7 +16,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_nnk_graph_generic(
     const at::Tensor& activations,
     int64_t k,
     c10::string_view kernel,
-    double threshold) {
+    double threshold,
+    c10::string_view candidate_metric) {
+  parse_candidate_metric(candidate_metric, "channel_nnk_graph");
   TORCH_CHECK(activations.dim() >= 3,
               "channel_nnk_graph: activations should be [N, C, ...] with spatial dims, got shape ",
               activations.sizes());
@@ -28,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_nnk_graph_generic(
   for (int64_t ch = 0; ch < c; ++ch) {
     const at::Tensor x = activations.select(1, ch).reshape({n, -1});
     at::Tensor a, b, e;
-    std::tie(a, b, e) = nnk_graph(x, k, kernel, c10::nullopt, "mean", c10::nullopt, threshold);
+    std::tie(a, b, e) = nnk_graph(x, k, kernel, c10::nullopt, "mean", c10::nullopt, threshold,
+                                  candidate_metric);
     nbr[ch].copy_(a);
     w[ch].copy_(b);
     err[ch].copy_(e);
@@ -104,7 +107,8 @@ at::Tensor channel_overlap_generic(const at::Tensor& neighbors, const at::Tensor
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
       "_generic_channel_nnk_graph(Tensor activations, int k, str kernel=\"cosine\", "
-      "float threshold=1e-10) -> (Tensor neighbors, Tensor weights, Tensor error)");
+      "float threshold=1e-10, str candidate_metric=\"kernel\") "
+      "-> (Tensor neighbors, Tensor weights, Tensor error)");
   m.def("_generic_channel_overlap(Tensor neighbors, Tensor weights) -> Tensor");
 }
 

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "../common.h"
+#include "../knn_graph.h"
 #include "aten_compat.h"
 
 namespace torch_geometry {
@@ -44,6 +45,11 @@ PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel);
 // [-1, 1] (cosine) or ||x_i - x_j||^2 (gaussian); 0 where padded.
 std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel kernel, int64_t k);
 
+// The "euclidean" candidate metric (csrc/cpu/knn_search.h's euclidean_candidates): the k
+// nearest other points by L2 distance on the raw x, among the points `valid` (the graph
+// kernel's), found by knn_search under the Gaussian preparation. Returns index [N, k] int64.
+at::Tensor euclidean_candidates(const at::Tensor& x, const at::Tensor& valid, int64_t k);
+
 // Exact raw kernel arguments in float64 from rows [r0, r0 + cand.size(0)) to their
 // candidates cand [nr, m] (int64, -1 = none): cos(x_i, x_j) clamped to [-1, 1] (cosine) or
 // ||x_i - x_j||^2 (gaussian); 0 where cand < 0.
@@ -66,7 +72,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph(
     optional<double> sigma,
     c10::string_view sigma_mode,
     const optional<at::Tensor>& candidates,
-    double threshold);
+    double threshold,
+    c10::string_view candidate_metric = kDefaultCandidateMetric);
 
 } // namespace generic
 } // namespace torch_geometry

@@ -2,6 +2,8 @@
 // any device (the tests run it on CPU against the CPU kernel).
 #include <torch/library.h>
 
+#include <algorithm>
+
 #include "generic_common.h"
 
 namespace torch_geometry {
@@ -14,16 +16,29 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_generic(
     int64_t k,
     c10::string_view kernel_name,
     optional<double> sigma,
-    c10::string_view sigma_mode) {
+    c10::string_view sigma_mode,
+    c10::string_view candidate_metric) {
   const char* op = "knn_graph";
   const Kernel kernel = parse_kernel(kernel_name, op);
+  const CandidateMetric metric = parse_candidate_metric(candidate_metric, op);
   const SigmaMode mode = parse_sigma(kernel, sigma, sigma_mode, op);
   check_points(x, op);
   check_k(k, x.size(0), op);
 
   const PreparedPoints pts = prepare_points(x, kernel);
   at::Tensor index, score;
-  std::tie(index, score) = knn_search(pts, kernel, k);
+  if (metric == CandidateMetric::Euclidean && kernel == Kernel::Cosine) {
+    index = euclidean_candidates(x, pts.valid, k);
+    score = at::empty({x.size(0), k}, pts.sq_norm.options());
+    const int64_t rows = rows_for_budget(k * x.size(1) * 8 * 2 + 1, x.size(0));
+    for (int64_t r0 = 0; r0 < x.size(0); r0 += rows) {
+      const int64_t nr = std::min(rows, x.size(0) - r0);
+      score.narrow(0, r0, nr).copy_(raw_scores(pts, kernel, r0, index.narrow(0, r0, nr)));
+    }
+  } else {
+    // The Gaussian kernel ranks by L2 distance already: both metrics are this search.
+    std::tie(index, score) = knn_search(pts, kernel, k);
+  }
   const at::Tensor present = index >= 0;
   at::Tensor sig = at::ones({x.size(0), 1}, score.options());
   if (kernel == Kernel::Gaussian) {
@@ -43,7 +58,8 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_generic(
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
       "_generic_knn_graph(Tensor x, int k, str kernel=\"cosine\", float? sigma=None, "
-      "str sigma_mode=\"mean\") -> (Tensor neighbors, Tensor similarities)");
+      "str sigma_mode=\"mean\", str candidate_metric=\"kernel\") "
+      "-> (Tensor neighbors, Tensor similarities)");
 }
 
 TORCH_LIBRARY_IMPL(torch_geometry, CompositeExplicitAutograd, m) {

@@ -137,5 +137,11 @@ std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel 
   return std::make_tuple(index, score);
 }
 
+at::Tensor euclidean_candidates(const at::Tensor& x, const at::Tensor& valid, int64_t k) {
+  PreparedPoints pts = prepare_points(x, Kernel::Gaussian);
+  pts.valid = valid;
+  return std::get<0>(knn_search(pts, Kernel::Gaussian, k));
+}
+
 } // namespace generic
 } // namespace torch_geometry

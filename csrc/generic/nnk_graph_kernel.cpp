@@ -219,8 +219,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph_generic(
     optional<double> sigma,
     c10::string_view sigma_mode,
     const optional<at::Tensor>& candidates,
-    double threshold) {
-  return nnk_graph(x, k, kernel_name, sigma, sigma_mode, candidates, threshold);
+    double threshold,
+    c10::string_view candidate_metric) {
+  return nnk_graph(x, k, kernel_name, sigma, sigma_mode, candidates, threshold, candidate_metric);
 }
 
 } // namespace
@@ -232,8 +233,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph(
     optional<double> sigma,
     c10::string_view sigma_mode,
     const optional<at::Tensor>& candidates,
-    double threshold) {
+    double threshold,
+    c10::string_view candidate_metric) {
   const Kernel kernel = parse_kernel(kernel_name, kOp);
+  const CandidateMetric metric = parse_candidate_metric(candidate_metric, kOp);
   const SigmaMode mode = parse_sigma(kernel, sigma, sigma_mode, kOp);
   check_points(x, kOp);
   check_k(k, x.size(0), kOp);
@@ -244,8 +247,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph(
   const bool cosine = kernel == Kernel::Cosine;
   const PreparedPoints pts = prepare_points(x, kernel);
   at::Tensor cand, raw;
-  if (candidates.has_value() && candidates->defined()) {
-    cand = clean_candidates(*candidates, x, k, pts.valid);
+  const bool given = candidates.has_value() && candidates->defined();
+  const bool euclidean = !given && metric == CandidateMetric::Euclidean && cosine;
+  if (given || euclidean) {
+    cand = given ? clean_candidates(*candidates, x, k, pts.valid)
+                 : euclidean_candidates(x, pts.valid, k);
     raw = at::empty({n, k}, pts.sq_norm.options());
     const int64_t rows = rows_for_budget(k * d * 8 * 2 + 1, n);
     for (int64_t r0 = 0; r0 < n; r0 += rows) {
@@ -253,6 +259,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph(
       raw.narrow(0, r0, nr).copy_(raw_scores(pts, kernel, r0, cand.narrow(0, r0, nr)));
     }
   } else {
+    // The Gaussian kernel ranks by L2 distance already: both metrics are this search.
     std::tie(cand, raw) = knn_search(pts, kernel, k);
   }
   const at::Tensor present_all = cand >= 0;
@@ -356,7 +363,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph(
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
       "_generic_nnk_graph(Tensor x, int k, str kernel=\"cosine\", float? sigma=None, "
-      "str sigma_mode=\"mean\", Tensor? candidates=None, float threshold=1e-10) -> "
+      "str sigma_mode=\"mean\", Tensor? candidates=None, float threshold=1e-10, "
+      "str candidate_metric=\"kernel\") -> "
       "(Tensor neighbors, Tensor weights, Tensor error)");
 }
 

@@ -47,7 +47,8 @@ std::tuple<at::Tensor, at::Tensor> nnk_symmetrize_generic(const at::Tensor& neig
   const at::Tensor rows = at::arange(n, neighbors.options()).unsqueeze(1).expand({n, k});
   const at::Tensor wd = weights.to(at::kDouble);
   if (mode == SymMode::None) {
-    const at::Tensor keep = (neighbors >= 0) & (weights > 0);
+    // Weight-0 entries too: a node listed twice is refused whatever its weights.
+    const at::Tensor keep = neighbors >= 0;
     const at::Tensor src = rows.masked_select(keep), dst = neighbors.masked_select(keep);
     at::Tensor edge_index, edge_weight;
     std::tie(edge_index, edge_weight) = sorted_edges(src, dst, weights.masked_select(keep), n);
@@ -60,13 +61,12 @@ std::tuple<at::Tensor, at::Tensor> nnk_symmetrize_generic(const at::Tensor& neig
                     "] lists node ", edge_index[1][e].item<int64_t>(), " twice");
       }
     }
-    return std::make_tuple(edge_index, edge_weight);
+    const at::Tensor positive = (edge_weight > 0).nonzero().squeeze(1);
+    return std::make_tuple(edge_index.index_select(1, positive), edge_weight.index_select(0, positive));
   }
-  // Min-error needs every candidate (weight 0 included) to know who was a candidate.
-  at::Tensor keep = neighbors >= 0;
-  if (mode != SymMode::MinError) {
-    keep = keep & (weights > 0);
-  }
+  // Every listed candidate, weight 0 included: min-error needs to know who was a candidate,
+  // and every mode refuses a node listed twice whatever its weights.
+  const at::Tensor keep = neighbors >= 0;
   const at::Tensor src = rows.masked_select(keep), dst = neighbors.masked_select(keep);
   const at::Tensor w = wd.masked_select(keep);
   const at::Tensor lo = at::minimum(src, dst), hi = at::maximum(src, dst);

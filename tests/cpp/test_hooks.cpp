@@ -247,6 +247,7 @@ TEST(NNKEarlyStoppingCpp, FrozenChannelsStayBitwiseEqualUnderMomentum) {
   opts.patience = 1;
   opts.min_delta = 2.0;  // no check can improve by 2 (scores are in [0, 1]): freeze at check 2
   opts.k = 5;
+  opts.restore_best_weights = true;
   hk::NNKEarlyStopping stopper(opts);
   stopper.set_labels(y);
   stopper.watch({net->conv->weight, net->conv->bias});
@@ -375,6 +376,63 @@ TEST(NNKEarlyStoppingCpp, ScriptedScoresStopAtTheExactCheck) {
   EXPECT_TRUE(channel.update(3, {0.3, 0.0}));
   EXPECT_EQ(channel.frozen_epochs(), (std::vector<int64_t>{3, 1}));
   EXPECT_EQ(channel.stopped_epoch(), 3);
+}
+
+TEST(NNKEarlyStoppingCpp, FreezeInPlaceThenLastImprovementRestore) {
+  // Defaults in channel mode: frozen where it stands, the whole model back at the last
+  // check at which any channel improved when training stops.
+  hk::EarlyStoppingOptions opts;
+  opts.patience = 1;
+  hk::NNKEarlyStopping stopper(opts);
+  EXPECT_FALSE(*stopper.options().restore_best_weights);
+  EXPECT_EQ(*stopper.options().restore_on_stop, "last_improvement");
+  auto weight = torch::zeros({2, 3});
+  auto other = torch::zeros({4});               // another layer of the model
+  auto counter = torch::zeros({1}, torch::kLong);  // a buffer
+  stopper.watch({weight}, {other, counter});
+  // Channel 0 improves at 0 and 1, freezes at 2; channel 1 improves at 0, 1, 2, 3 and
+  // freezes at 4: last improvement at epoch 3.
+  const std::vector<std::vector<double>> stream = {
+      {0.5, 0.5}, {0.4, 0.4}, {0.4, 0.3}, {0.1, 0.2}, {0.1, 0.2}};
+  int64_t stop = -1;
+  for (int64_t e = 0; e < 5 && stop < 0; ++e) {
+    // The "optimiser" moves everything to values naming the epoch; enforce() re-imposes.
+    weight.fill_(static_cast<double>(e + 1));
+    other.fill_(static_cast<double>(e + 1));
+    counter.fill_(e + 1);
+    stopper.enforce();
+    if (stopper.update(e, stream[e])) stop = e;
+  }
+  EXPECT_EQ(stop, 4);
+  EXPECT_EQ(stopper.frozen_epochs(), (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(stopper.last_improvement_epoch(), 3);
+  // Everything back at its values at the check of epoch 3 (channel 0 held its freezing
+  // value 3 there, channel 1 had moved to 4, not 5 as at the stop), kept by enforce().
+  const auto at_epoch_3 = torch::stack({torch::full({3}, 3.0), torch::full({3}, 4.0)});
+  EXPECT_TRUE(torch::equal(weight, at_epoch_3));
+  EXPECT_TRUE(torch::equal(other, torch::full({4}, 4.0)));
+  EXPECT_EQ(counter.item<int64_t>(), 4);
+  weight.fill_(9.0);
+  stopper.enforce();
+  EXPECT_TRUE(torch::equal(weight, at_epoch_3));
+}
+
+TEST(NNKEarlyStoppingCpp, FrozenChannelHoldsItsFreezingCheckValuesUntilTheStop) {
+  hk::EarlyStoppingOptions opts;
+  opts.patience = 1;
+  opts.restore_on_stop = std::string("none");
+  hk::NNKEarlyStopping stopper(opts);
+  auto weight = torch::zeros({2, 3});
+  stopper.watch({weight});
+  const std::vector<std::vector<double>> stream = {{0.5, 0.5}, {0.5, 0.4}, {0.5, 0.3}};
+  for (int64_t e = 0; e < 3; ++e) {
+    weight.fill_(static_cast<double>(e + 1));
+    stopper.enforce();
+    stopper.update(e, stream[e]);
+  }
+  // Channel 0 froze at epoch 1 in place (value 2, not its best check's 1); channel 1 moves.
+  EXPECT_TRUE(torch::equal(weight[0], torch::full({3}, 2.0)));
+  EXPECT_TRUE(torch::equal(weight[1], torch::full({3}, 3.0)));
 }
 
 TEST(NNKEarlyStoppingCpp, RefusedStateLeavesTheObjectAsItWas) {

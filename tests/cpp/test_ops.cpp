@@ -28,6 +28,30 @@ TEST(KnnGraph, MatchesBruteForce) {
   }
 }
 
+TEST(KnnGraph, EuclideanCandidatesAreTheL2NearestWeighedByCosine) {
+  torch::manual_seed(3);
+  // Norms that vary by a factor 20: the L2 and cosine rankings differ.
+  auto x = torch::randn({150, 5}, torch::kDouble) * (torch::rand({150, 1}, torch::kDouble) * 4.75 + 0.25);
+  auto [nbr, sim] = ops::knn_graph(x, 6, "cosine", c10::nullopt, "mean", "euclidean");
+  auto d2 = torch::cdist(x, x).pow(2);
+  d2.fill_diagonal_(1e300);
+  auto ref = std::get<1>(d2.topk(6, 1, /*largest=*/false));
+  EXPECT_TRUE(torch::equal(nbr, ref));
+  auto xn = x / x.norm(2, 1, true);
+  auto want = (1 + xn.mm(xn.t())).gather(1, ref) / 2;
+  EXPECT_TRUE(torch::allclose(sim, want, /*rtol=*/0, /*atol=*/1e-12));
+  auto [knbr, ksim] = ops::knn_graph(x, 6, "cosine", c10::nullopt, "mean");
+  EXPECT_FALSE(torch::equal(knbr, nbr));
+  // nnk_graph and channel_nnk_graph take the same candidates.
+  auto [gn, gw, ge] = ops::nnk_graph(x, 6, "cosine", c10::nullopt, "mean", c10::nullopt, 1e-10, "euclidean");
+  EXPECT_TRUE(torch::equal(std::get<0>(gn.sort(1)), std::get<0>(ref.sort(1))));
+  auto [cn, cw, ce] = ops::channel_nnk_graph(x.view({150, 1, 5}), 6, "cosine", 1e-10, "euclidean");
+  EXPECT_TRUE(torch::equal(cn[0], gn));
+  EXPECT_TRUE(torch::equal(cw[0], gw));
+  EXPECT_THROW(ops::knn_graph(x, 6, "cosine", c10::nullopt, "mean", "l2"), c10::Error);
+  EXPECT_THROW(ops::nnk_graph(x, 6, "cosine", c10::nullopt, "mean", c10::nullopt, 1e-10, "L2"), c10::Error);
+}
+
 TEST(NnkGraph, DuplicatesConnectWithWeightOne) {
   torch::manual_seed(1);
   auto x = torch::randn({50, 5});

@@ -84,3 +84,65 @@ def test_candidate_recall():
     e = torch.tensor([[1, 2, -1], [0, 2, 1]])
     c = torch.tensor([[2, 0, 1], [2, -1, -1]])
     assert tg.candidate_recall(c, e) == pytest.approx(3 / 5)
+
+
+def test_probe_lists_follow_the_members():
+    from torch_geometry.approximate import _probe_lists
+
+    # Each row: a point's 3 nearest centroids, nearest first (its cluster = the first).
+    first = torch.tensor([[0, 2, 3], [0, 2, 1], [0, 3, 2], [0, 3, 1],
+                          [1, 3, 0], [1, 0, 2],
+                          [2, 0, 1],
+                          [3, 3, 3]])
+    assign = first[:, 0]
+    p = _probe_lists(first, assign, nlist=4, nprobe=3)
+    # cluster 0: itself, then 2 (twice) and 3 (twice): the tie goes to the smaller index
+    assert p[0].tolist() == [0, 2, 3]
+    # cluster 1: itself, then 0 (twice), then 3 and 2 once each: 2 by index
+    assert p[1].tolist() == [1, 0, 2]
+    assert p[2].tolist() == [2, 0, 1]
+    # cluster 3 has no neighbours among its members' lists: the smallest other indices fill in
+    assert p[3].tolist() == [3, 0, 1]
+
+
+@pytest.mark.parametrize("engine,kernel", [("faiss", "cosine"), ("faiss-hnsw", "cosine"),
+                                           ("faiss", "gaussian")])
+def test_faiss_engines_against_the_exact_search(fmnist, engine, kernel):
+    x = fmnist[:3000].clone()
+    x[7] = 0
+    sigma = None if kernel == "cosine" else 1.0
+    exact, _ = tg.knn_graph(x, 20, kernel=kernel, sigma=sigma)
+    cand = tg.approximate_candidates(x, 20, kernel=kernel, engine=engine, nprobe=16)
+    assert cand.shape == (3000, 20)
+    _rows_clean(cand)
+    assert tg.candidate_recall(cand, exact) >= 0.95
+    if kernel == "cosine":
+        assert bool((cand[7] == -1).all()) and not bool((cand == 7).any())
+    # nearest first: the exact scores of the rows decrease along each row
+    xs = torch.nn.functional.normalize(x[:50].double(), dim=1) if kernel == "cosine" else None
+    if xs is not None:
+        xa = torch.nn.functional.normalize(x.double(), dim=1)
+        s = (xa[cand[8:50]] * xa[8:50].unsqueeze(1)).sum(2)
+        assert bool((s[:, :-1] >= s[:, 1:] - 1e-5).all())
+
+
+def test_faiss_missing_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        tg.approximate_candidates(torch.randn(100, 4), 5, engine="faiss")
+    # the torch engine does not need it
+    assert tg.approximate_candidates(torch.randn(100, 4), 5).shape == (100, 5)
+
+
+def test_progress_bar_and_engine_errors(fmnist, capsys):
+    x = fmnist[:1500]
+    quiet = tg.approximate_candidates(x, 10)
+    shown = tg.approximate_candidates(x, 10, progress=True)
+    assert torch.equal(quiet, shown)
+    assert "approximate_candidates" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="engine should be one of"):
+        tg.approximate_candidates(x, 10, engine="annoy")
+    with pytest.raises(ValueError, match="hnsw_m"):
+        tg.approximate_candidates(x, 10, engine="faiss-hnsw", hnsw_m=1)

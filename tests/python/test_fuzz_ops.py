@@ -57,6 +57,14 @@ _X4 = "torch.tensor([[1., 0.], [0., 1.], [1., 1.], [2., 1.]])"
 # RuntimeError/ValueError, else a Python expression on the reproducer's result r that must
 # be True). Reported in issue 13; each one's strategies below are held back while it is open.
 REPORTED_FAULTS: Dict[str, Tuple[str, str, Optional[str]]] = {
+    "symmetrize_repeat_zero": (
+        "torch.ops.torch_geometry.nnk_symmetrize(torch.tensor([[1, 1], [0, -1]]), "
+        "torch.tensor([[0.5, 0.0], [1.0, 0.0]]), torch.zeros(2), 'max')",
+        "accepts a node listed twice in a row when one entry has weight 0", None),
+    "symmetrize_repeat_zero_generic": (
+        "torch.ops.torch_geometry._generic_nnk_symmetrize(torch.tensor([[1, 1], [0, -1]]), "
+        "torch.tensor([[0.0, 0.5], [1.0, 0.0]]), torch.zeros(2), 'none')",
+        "the device-generic path accepts a node listed twice when one entry has weight 0", None),
     "huge_label": (
         "torch.ops.torch_geometry.nnk_loo_error(torch.tensor([[1], [0]]), "
         "torch.tensor([[1.0], [1.0]]), torch.tensor([0, 10**12]), 10**12 + 1)",

@@ -32,6 +32,12 @@ def test_smoke_run_on_cpu(tmp_path, capsys):
                                           "synthetic 5000 x 16, approximate candidates"]
     assert all(r["nnk_graph_s"] > 0 for r in speed)
     assert "Correctness: CUDA path vs CPU kernel" in printed and "| fmnist 800 x 784 | 10 |" in printed
+    training = results["training"]
+    assert [r["check"].split(":")[0] for r in training] == [
+        "tracker", "tracker epoch", "tracker", "tracker", "select_models on the device vs CPU "
+        "copies of the models", "tracker made on the CPU follows the model to the device"]
+    assert all(r["ok"] for r in training), [r for r in training if not r["ok"]]
+    assert "## Training integration on the device" in printed
 
 
 def test_checker_reports_a_mismatch(monkeypatch):
@@ -56,3 +62,13 @@ def test_no_gpu_exits_with_a_clear_message(capsys):
     gpu_check = load_script()
     assert gpu_check.main([]) == 2
     assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_training_rows_comparison_reports_a_difference():
+    gpu_check = load_script()
+    row = {"epoch": 0, "layer": "fc", "metric": "degree", "count": 50, "mean": 4.0}
+    assert gpu_check.compare_rows([row], [dict(row)])[:2] == (True, 0.0)
+    ok, worst, _ = gpu_check.compare_rows([dict(row, mean=4.01)], [row])
+    assert not ok and worst == pytest.approx(0.01)
+    assert not gpu_check.compare_rows([dict(row, count=49)], [row])[0]
+    assert not gpu_check.compare_rows([dict(row, metric="diameter")], [row])[0]

@@ -48,19 +48,61 @@ def test_early_stopping_study_quick(tmp_path):
     study = _load("early_stopping_study")
     md, data = _run("early_stopping_study.py", tmp_path / "es.md")
     assert "--quick" in md and "threads" in md and "torch " in md
-    rows = _table_rows(md, "| label noise | method |")
-    labels = [study.METHOD_LABELS[m] for m in study.METHODS]
-    for noise in ("0 %", "20 %"):
-        got = [r[1] for r in rows if r[0] == noise]
-        assert sorted(got) == sorted(labels), (noise, got)
-    for r in rows:
-        acc = float(r[2].split("±")[0])
-        assert 0.0 <= acc <= 1.0
-        assert re.fullmatch(r"\d+/\d+", r[4])
-    assert {(r["noise"], m) for r in data["runs"] for m in r["results"]} == {
-        (n, m) for n in (0.0, 0.2) for m in study.METHODS}
+    assert {(r["noise"], r["seed"]) for r in data["runs"]} == {
+        (n, s) for n in (0.0, 0.2) for s in (0, 1)}
+    for run in data["runs"]:
+        assert len(run["A"]["curve"]) == len(run["B"]["curve"]) == 3
+        row = run["A"]["curve"][-1]
+        for key in ("nnk_relu3_k10", "nnk_relu3_k15", "nnk_relu2_k10", "knn_relu3_k10"):
+            assert 0.0 <= row[key] <= 1.0, key
+        assert len(row["channel_loo"]) == 8
+    for noise in ("0 %", "20 %", "both"):
+        assert f"## Methods, label noise {noise}" in md
+    methods = [r[0] for r in _table_rows(md, "| method | test accuracy")]
+    for p in study.PATIENCES:
+        for m in ("nnk-layer", "nnk-layer auto", "val-error", "val-loss", "train-acc plateau",
+                  "holdout-retrain"):
+            assert f"{m} p{p}" in methods
+    assert "oracle (hindsight, Run A)" in methods and "fixed budget" in methods
     noisy = [r["actual_noise"] for r in data["runs"] if r["noise"] == 0.2]
     assert all(abs(v - 0.2) < 0.01 for v in noisy)
+    # The report regenerates from the log alone, identically, and keeps the hand-written
+    # sections of the report it replaces.
+    again = tmp_path / "again.md"
+    cmd = [sys.executable, str(EXAMPLES / "early_stopping_study.py"), "--from-log",
+           str(tmp_path / "es.json"), "--out", str(again)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert again.read_text() == md
+    edited = md.replace(study.INTERPRETATION_PLACEHOLDER, "Read by hand.").replace(
+        study.DEVIATIONS_PLACEHOLDER, "- fewer seeds")
+    again.write_text(edited)
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert again.read_text() == edited
+
+
+def test_patience_rule_replay_on_scripted_scores():
+    study = _load("early_stopping_study")
+    scores = [0.5, 0.4, 0.41, 0.39, 0.395, 0.40, 0.42, 0.38]
+    # patience 3: improvements at epochs 2 and 4, then 3 epochs without one -> stop at 7.
+    assert study.last_improvement(scores, 3) == (7, 4, True)
+    assert study.last_improvement(scores, 5) == (8, 8, False)
+    # "auto": the standard error of 0.4 on 100 points is 0.049, so 0.39 and 0.38 do not
+    # count as improvements over 0.4: stop at 5 with the model of epoch 2.
+    assert study.last_improvement(scores, 3, "auto", 100) == (5, 2, True)
+    # Equal to the best is no improvement.
+    assert study.last_improvement([0.5, 0.5, 0.5, 0.5], 2) == (3, 1, True)
+    # Accuracies (higher is better).
+    assert study.last_improvement([0.1, 0.3, 0.2, 0.25], 2, lower_is_better=False) == (4, 2, True)
+
+
+def test_bootstrap_interval_and_tau():
+    study = _load("early_stopping_study")
+    lo, hi = study.bootstrap_ci([1.0, 2.0, 3.0, 4.0])
+    assert 1.0 <= lo < 2.5 < hi <= 4.0
+    assert study.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert study.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert study.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert study.kendall_tau([1, 1, 1], [1, 2, 3]) == 0.0
 
 
 def test_label_noise_only_flips_the_requested_share():
@@ -77,32 +119,49 @@ def test_model_selection_study_quick(tmp_path):
     study = _load("model_selection_study")
     md, data = _run("model_selection_study.py", tmp_path / "ms.md")
     assert "--quick" in md and "threads" in md
-    rows = _table_rows(md, "| model |")
-    assert sorted(r[0] for r in rows) == sorted(study.MODELS) and len(rows) >= 6
+    assert len(data["models"]) == 2 * len(study.CONFIGS)
+    rows = _table_rows(md, "| model | seed |")
+    assert sorted(r[0] for r in rows) == sorted(list(study.CONFIGS) * 2)
     for r in rows:
-        assert all(0.0 <= float(v) <= 1.0 for v in r[2:6])
+        assert all(0.0 <= float(v) <= 1.0 for v in r[2:])
     taus = _table_rows(md, "| ranking by |")
-    assert len(taus) == 3 and any(r[0].startswith("NNK") for r in taus)
-    assert any(r[0].startswith("kNN") for r in taus)
+    assert len(taus) == len(study.signal_names([10, 15]))
     for r in taus:
-        assert -1.0 <= float(r[1]) <= 1.0
+        tau, ci = r[1].split(" ", 1)
+        lo, hi = (float(v) for v in ci.strip("[]").split(","))
+        assert -1.0 <= lo <= hi <= 1.0 and -1.0 <= float(tau) <= 1.0
+    again = tmp_path / "again.md"
+    cmd = [sys.executable, str(EXAMPLES / "model_selection_study.py"), "--from-log",
+           str(tmp_path / "ms.json"), "--out", str(again)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert again.read_text() == md
 
 
 def test_knn_loo_error_matches_brute_force():
+    import numpy as np
     import torch
-    study = _load("model_selection_study")
-    torch.manual_seed(0)
-    x = torch.randn(120, 6)
-    y = torch.randint(0, 3, (120,))
+    study = _load("early_stopping_study")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 6)) * rng.uniform(0.3, 3.0, (120, 1))
+    y = rng.integers(0, 3, 120)
     k = 7
-    xn = torch.nn.functional.normalize(x, dim=1)
-    sim = xn @ xn.t()
-    sim.fill_diagonal_(-float("inf"))
-    nbr = sim.topk(k, dim=1).indices
+    d2 = ((x[:, None] - x[None]) ** 2).sum(-1)
     wrong = 0
     for i in range(120):
-        votes = torch.bincount(y[nbr[i]], minlength=3).double()
-        votes += torch.zeros(3, dtype=torch.float64).scatter_add_(
-            0, y[nbr[i]], sim[i, nbr[i]].double()) * 1e-6   # ties: summed similarity
-        wrong += int(votes.argmax() != y[i])
-    assert study.knn_loo_error(x, y, k) == pytest.approx(wrong / 120)
+        nbr = sorted((j for j in range(120) if j != i), key=lambda j: (d2[i, j], j))[:k]
+        votes = np.bincount(y[nbr], minlength=3)
+        wrong += int(votes.argmax() != y[i])          # argmax: ties to the lowest class
+    got = study.knn_loo(torch.from_numpy(x), torch.from_numpy(y), k, "euclidean")
+    assert got == pytest.approx(wrong / 120)
+
+
+def test_hand_written_sections_survive_regeneration(tmp_path):
+    study = _load("early_stopping_study")
+    report = tmp_path / "r.md"
+    assert study.hand_written(str(report), "## Interpretation") == ""
+    report.write_text(f"# T\n\n{study.DEVIATIONS_HEADING}\n\n- 3 seeds\n- 1,000 images\n\n"
+                      f"## Methods\n\n| a |\n\n## Interpretation\n\nIt works.\nTwo lines.\n")
+    assert study.hand_written(str(report), study.DEVIATIONS_HEADING) == "- 3 seeds\n- 1,000 images"
+    assert study.hand_written(str(report), "## Interpretation") == "It works.\nTwo lines."
+    report.write_text(f"## Interpretation\n\n{study.INTERPRETATION_PLACEHOLDER}\n")
+    assert study.hand_written(str(report), "## Interpretation") == ""

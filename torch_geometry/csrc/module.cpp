@@ -126,30 +126,39 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_readwrite("mode", &hk::EarlyStoppingOptions::mode)
       .def_readwrite("patience", &hk::EarlyStoppingOptions::patience)
       .def_readwrite("min_delta", &hk::EarlyStoppingOptions::min_delta)
+      .def_readwrite("auto_min_delta", &hk::EarlyStoppingOptions::auto_min_delta)
+      .def_readwrite("smoothing", &hk::EarlyStoppingOptions::smoothing)
       .def_readwrite("k", &hk::EarlyStoppingOptions::k)
       .def_readwrite("kernel", &hk::EarlyStoppingOptions::kernel)
+      .def_readwrite("candidate_metric", &hk::EarlyStoppingOptions::candidate_metric)
       .def_readwrite("reduce", &hk::EarlyStoppingOptions::reduce)
-      .def_readwrite("restore_best_weights", &hk::EarlyStoppingOptions::restore_best_weights);
+      .def_readwrite("restore_best_weights", &hk::EarlyStoppingOptions::restore_best_weights)
+      .def_readwrite("restore_on_stop", &hk::EarlyStoppingOptions::restore_on_stop);
 
   using ES = hk::NNKEarlyStopping;
   const auto released = py::call_guard<py::gil_scoped_release>();
   py::class_<ES>(m, "NNKEarlyStoppingCore")
       .def(py::init<hk::EarlyStoppingOptions>(), py::arg("options"))
+      .def_property_readonly("options", &ES::options)
       .def("set_labels", &ES::set_labels, py::arg("labels"), released)
-      .def("watch", &ES::watch, py::arg("params"), released)
-      .def("rebind", &ES::rebind, py::arg("params"), released)
+      .def("watch", &ES::watch, py::arg("params"), py::arg("extra") = std::vector<at::Tensor>{},
+           released)
+      .def("rebind", &ES::rebind, py::arg("params"), py::arg("extra") = std::vector<at::Tensor>{},
+           released)
       .def("step", &ES::step, py::arg("epoch"), py::arg("activations"), released)
       .def("score", &ES::score, py::arg("activations"), released)
       .def("update", &ES::update, py::arg("epoch"), py::arg("scores"), released)
       .def("enforce", &ES::enforce, released)
       .def("mask_gradients", &ES::mask_gradients, released)
       .def_property_readonly("last_scores", unlocked_get(&ES::last_scores))
+      .def_property_readonly("smoothed_scores", unlocked_get(&ES::smoothed_scores))
       .def_property_readonly("best_scores", unlocked_get(&ES::best_scores))
       .def_property_readonly("wait_counts", unlocked_get(&ES::wait_counts))
       .def_property_readonly("frozen_channels", unlocked_get(&ES::frozen_channels))
       .def_property_readonly("frozen_epochs", unlocked_get(&ES::frozen_epochs))
       .def_property_readonly("best_score", unlocked_get(&ES::best_score))
       .def_property_readonly("best_epoch", unlocked_get(&ES::best_epoch))
+      .def_property_readonly("last_improvement_epoch", unlocked_get(&ES::last_improvement_epoch))
       .def_property_readonly("stopped_epoch", unlocked_get(&ES::stopped_epoch))
       .def_property_readonly("should_stop", unlocked_get(&ES::should_stop))
       .def_property_readonly("checks", unlocked_get(&ES::checks))
