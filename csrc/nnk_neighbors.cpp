@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common.h"
+#include "knn_graph.h"
 
 namespace torch_geometry {
 namespace ops {
@@ -45,17 +46,6 @@ at::Tensor nnk_interpolate(
 
 namespace detail {
 
-bool parse_euclidean_metric(c10::string_view candidate_metric) {
-  if (candidate_metric == "kernel") {
-    return false;
-  }
-  if (candidate_metric == "euclidean") {
-    return true;
-  }
-  TORCH_CHECK(false, kOp, ": candidate_metric should be \"kernel\" or \"euclidean\", got \"",
-              std::string(candidate_metric.data(), candidate_metric.size()), "\"");
-}
-
 void check_neighbors_inputs(
     const at::Tensor& queries,
     const at::Tensor& reference,
@@ -68,7 +58,7 @@ void check_neighbors_inputs(
     double threshold) {
   const Kernel kernel = parse_kernel(kernel_name, kOp);
   parse_sigma(kernel, sigma, sigma_mode, kOp);
-  parse_euclidean_metric(candidate_metric);
+  parse_candidate_metric(candidate_metric, kOp);
   TORCH_CHECK(queries.dim() == 2, kOp, ": queries should be a 2-D tensor [Q, D], got ",
               queries.dim(), " dims");
   TORCH_CHECK(reference.dim() == 2, kOp, ": reference should be a 2-D tensor [N, D], got ",

@@ -73,9 +73,6 @@ namespace detail {
 
 // Shared by the CPU and device-generic kernels of nnk_neighbors.
 
-// Parses "kernel" / "euclidean": true for "euclidean".
-bool parse_euclidean_metric(c10::string_view candidate_metric);
-
 // Every argument check of nnk_neighbors (messages name the operator).
 void check_neighbors_inputs(
     const at::Tensor& queries,

@@ -29,6 +29,7 @@ writes docs/results/invariance.md, invariance.json and invariance.png.
 import argparse
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -308,7 +309,7 @@ def main(argv=None):
     total = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / "invariance.json").write_text(json.dumps(
-        dict(args=vars(args), command=sys.argv[1:], runs=runs, correlations=corr, stability=stab, seconds=total), indent=1))
+        dict(args={**vars(args), "out": os.path.relpath(args.out, ROOT)}, command=sys.argv[1:], runs=runs, correlations=corr, stability=stab, seconds=total), indent=1))
     write_report(out, runs, stab, corr, args, total)
     print(f"done in {total / 60:.1f} min", flush=True)
     return 0

@@ -11,6 +11,7 @@
 
 #include "../common.h"
 #include "../nnk_graph.h"
+#include "../knn_graph.h"
 #include "../nnk_neighbors.h"
 #include "blas_threads.h"
 #include "knn_search.h"
@@ -165,7 +166,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_neighbors_kernel(
   detail::check_neighbors_inputs(queries, reference, k, kernel_name, sigma, sigma_mode,
                                  candidate_metric, candidates, threshold);
   const Kernel kernel = parse_kernel(kernel_name, "nnk_neighbors");
-  const bool euclidean = detail::parse_euclidean_metric(candidate_metric);
+  const bool euclidean =
+      parse_candidate_metric(candidate_metric, "nnk_neighbors") == CandidateMetric::Euclidean;
   const int64_t n = reference.size(0), q = queries.size(0);
   at::Tensor cand;
   if (candidates.has_value() && candidates->defined()) {

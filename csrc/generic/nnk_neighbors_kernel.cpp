@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "../knn_graph.h"
 #include "../nnk_neighbors.h"
 #include "generic_common.h"
 
@@ -104,7 +105,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_neighbors_generic(
   ops::detail::check_neighbors_inputs(queries, reference, k, kernel_name, sigma, sigma_mode,
                                       candidate_metric, candidates, threshold);
   const Kernel kernel = parse_kernel(kernel_name, "nnk_neighbors");
-  const bool euclidean = ops::detail::parse_euclidean_metric(candidate_metric);
+  const bool euclidean =
+      parse_candidate_metric(candidate_metric, "nnk_neighbors") == CandidateMetric::Euclidean;
   at::Tensor cand;
   if (candidates.has_value() && candidates->defined()) {
     cand = *candidates;

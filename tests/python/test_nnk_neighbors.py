@@ -312,3 +312,18 @@ def test_queries_without_candidates_only():
     for op in (ops.nnk_neighbors, ops._generic_nnk_neighbors):
         nbr, w, err = op(torch.zeros(2, 3, dtype=torch.float64), ref, 9)
         assert (nbr == -1).all() and (w == 0).all() and (err == 1).all()
+
+
+@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch 1.13 has no torch.compile or fake tensors")
+def test_compiled_model_calls_the_operators_in_one_graph():
+    # The fake implementations give shapes and dtypes without data: fullgraph tracing works
+    # and the compiled function returns what the eager one does.
+    def f(q, r, v):
+        nbr, w, _ = ops.nnk_neighbors(q, r, 4)
+        return ops.nnk_interpolate(nbr, w, v) * 2
+
+    q, r = data(7, 30, 5, seed=14, dtype=torch.float32)
+    v = torch.randn(30, 3, dtype=torch.float64)
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    out = compiled(q, r, v)
+    assert out.dtype == torch.float64 and torch.equal(out, f(q, r, v))
