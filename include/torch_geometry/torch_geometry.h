@@ -11,6 +11,7 @@
 #include "csrc/label_metrics.h"
 #include "csrc/manifold_metrics.h"
 #include "csrc/nnk_graph.h"
+#include "csrc/nnk_neighbors.h"  // out of sample: nnk_neighbors, nnk_interpolate
 #include "csrc/nnk_symmetrize.h"
 
 // Training state for LibTorch trainers.

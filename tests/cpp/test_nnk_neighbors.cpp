@@ -5,7 +5,7 @@
 
 #include <torch/torch.h>
 
-#include <torch_geometry/out_of_sample.h>
+#include <torch_geometry/torch_geometry.h>
 
 #include <set>
 #include <string>

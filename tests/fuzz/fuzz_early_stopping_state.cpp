@@ -188,7 +188,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     default: opt.restore_on_stop = std::string(opt.mode == "layer" ? "best" : "none"); break;
   }
   if (opt.mode == "layer" && opt.restore_on_stop.has_value()) {
-    opt.restore_best_weights = *opt.restore_on_stop == "best";
+    // Layer mode reads restore_best_weights as "restore on stop": the two must agree.
+    opt.restore_best_weights = *opt.restore_on_stop != "none";
   }
   const int checks = fdp.ConsumeIntegralInRange<int>(0, 3);
   const uint64_t seed = fdp.ConsumeIntegral<uint8_t>();
