@@ -68,7 +68,7 @@ at::Tensor channel_overlap(const at::Tensor& neighbors, const at::Tensor& weight
 
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
-      "channel_nnk_graph(Tensor activations, int k, str kernel=\"cosine\", "
+      "channel_nnk_graph(Tensor activations, int k, str kernel_name=\"cosine\", "
       "float threshold=1e-10, str candidate_metric=\"kernel\") "
       "-> (Tensor neighbors, Tensor weights, Tensor error)");
   m.def("channel_overlap(Tensor neighbors, Tensor weights) -> Tensor");

@@ -22,7 +22,7 @@ manifold_metrics(
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
       "manifold_metrics(Tensor x, Tensor neighbors, Tensor weights, "
-      "str kernel=\"cosine\", float alpha=0.05) -> (Tensor degree, "
+      "str kernel_name=\"cosine\", float alpha=0.05) -> (Tensor degree, "
       "Tensor diameter, Tensor local_dim, Tensor log_volume, Tensor curvature)");
 }
 

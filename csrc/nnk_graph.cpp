@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> nnk_graph(
 
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
-      "nnk_graph(Tensor x, int k, str kernel=\"cosine\", float? sigma=None, "
+      "nnk_graph(Tensor x, int k, str kernel_name=\"cosine\", float? sigma=None, "
       "str sigma_mode=\"mean\", Tensor? candidates=None, float threshold=1e-10, "
       "str candidate_metric=\"kernel\") "
       "-> (Tensor neighbors, Tensor weights, Tensor error)");

@@ -189,7 +189,7 @@ void check_interpolate_inputs(
 
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
-      "nnk_neighbors(Tensor queries, Tensor reference, int k, str kernel=\"cosine\", "
+      "nnk_neighbors(Tensor queries, Tensor reference, int k, str kernel_name=\"cosine\", "
       "float? sigma=None, str sigma_mode=\"mean\", str candidate_metric=\"kernel\", "
       "Tensor? candidates=None, float threshold=1e-10) "
       "-> (Tensor neighbors, Tensor weights, Tensor error)");

@@ -43,7 +43,7 @@ def _graph(neighbors: torch.Tensor, weights: torch.Tensor, op: str) -> None:
     _check(neighbors.shape == weights.shape, f"{op}: weights should have the shape of neighbors")
 
 
-def _knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine", sigma: Optional[float] = None,
+def _knn_graph(x: torch.Tensor, k: int, kernel_name: str = "cosine", sigma: Optional[float] = None,
                sigma_mode: str = "mean", candidate_metric: str = "kernel"):
     _points(x, "knn_graph")
     n = x.shape[0]
@@ -52,7 +52,7 @@ def _knn_graph(x: torch.Tensor, k: int, kernel: str = "cosine", sigma: Optional[
     return x.new_empty((n, k), dtype=torch.long), x.new_empty((n, k))
 
 
-def _nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine", sigma: Optional[float] = None,
+def _nnk_graph(x: torch.Tensor, k: int, kernel_name: str = "cosine", sigma: Optional[float] = None,
                sigma_mode: str = "mean", candidates: Optional[torch.Tensor] = None,
                threshold: float = 1e-10, candidate_metric: str = "kernel"):
     _points(x, "nnk_graph")
@@ -71,7 +71,7 @@ def _nnk_symmetrize(neighbors: torch.Tensor, weights: torch.Tensor, error: torch
 
 
 def _manifold_metrics(x: torch.Tensor, neighbors: torch.Tensor, weights: torch.Tensor,
-                      kernel: str = "cosine", alpha: float = 0.05):
+                      kernel_name: str = "cosine", alpha: float = 0.05):
     _points(x, "manifold_metrics")
     _graph(neighbors, weights, "manifold_metrics")
     n = x.shape[0]
@@ -107,7 +107,7 @@ def _neighborhood_overlap(neighbors_a: torch.Tensor, weights_a: torch.Tensor,
     return out, torch.empty_like(out)
 
 
-def _channel_nnk_graph(activations: torch.Tensor, k: int, kernel: str = "cosine",
+def _channel_nnk_graph(activations: torch.Tensor, k: int, kernel_name: str = "cosine",
                        threshold: float = 1e-10, candidate_metric: str = "kernel"):
     _check(activations.dim() >= 3,
            f"channel_nnk_graph: activations should be [N, C, ...], got {activations.dim()} dims")
@@ -154,7 +154,7 @@ def register() -> bool:
 
 
 def _nnk_neighbors(queries: torch.Tensor, reference: torch.Tensor, k: int,
-                   kernel: str = "cosine", sigma: Optional[float] = None,
+                   kernel_name: str = "cosine", sigma: Optional[float] = None,
                    sigma_mode: str = "mean", candidate_metric: str = "kernel",
                    candidates: Optional[torch.Tensor] = None, threshold: float = 1e-10):
     _points(queries, "nnk_neighbors", "queries")

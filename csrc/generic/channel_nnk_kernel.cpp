@@ -106,7 +106,7 @@ at::Tensor channel_overlap_generic(const at::Tensor& neighbors, const at::Tensor
 
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
-      "_generic_channel_nnk_graph(Tensor activations, int k, str kernel=\"cosine\", "
+      "_generic_channel_nnk_graph(Tensor activations, int k, str kernel_name=\"cosine\", "
       "float threshold=1e-10, str candidate_metric=\"kernel\") "
       "-> (Tensor neighbors, Tensor weights, Tensor error)");
   m.def("_generic_channel_overlap(Tensor neighbors, Tensor weights) -> Tensor");

@@ -57,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor> knn_graph_generic(
 
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
-      "_generic_knn_graph(Tensor x, int k, str kernel=\"cosine\", float? sigma=None, "
+      "_generic_knn_graph(Tensor x, int k, str kernel_name=\"cosine\", float? sigma=None, "
       "str sigma_mode=\"mean\", str candidate_metric=\"kernel\") "
       "-> (Tensor neighbors, Tensor similarities)");
 }

@@ -160,7 +160,7 @@ at::Tensor nnk_interpolate_generic(
 
 TORCH_LIBRARY_FRAGMENT(torch_geometry, m) {
   m.def(
-      "_generic_nnk_neighbors(Tensor queries, Tensor reference, int k, str kernel=\"cosine\", "
+      "_generic_nnk_neighbors(Tensor queries, Tensor reference, int k, str kernel_name=\"cosine\", "
       "float? sigma=None, str sigma_mode=\"mean\", str candidate_metric=\"kernel\", "
       "Tensor? candidates=None, float threshold=1e-10) "
       "-> (Tensor neighbors, Tensor weights, Tensor error)");

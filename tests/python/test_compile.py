@@ -239,6 +239,30 @@ def test_label_smoothness_breaks_the_graph_and_stays_correct():
     assert torch.equal(torch.compile(model, backend="aot_eager")(x, y), model(x, y))
 
 
+# ---- the default backend (Inductor) ----------------------------------------------------------
+
+@needs_torch2
+def test_default_inductor_backend_compiles_every_operator_with_a_kernel_argument():
+    # Inductor builds its fallback kernels with FallbackKernel.create(kernel, *args, **kwargs):
+    # an operator argument named "kernel" collided with it ("got multiple values for argument
+    # 'kernel'"), so the schemas name it kernel_name.
+    def f(x, a):
+        nbr, w, err = ops.nnk_graph(x, 5, "gaussian", None, "local", None, 1e-10, "euclidean")
+        knn, sim = ops.knn_graph(x, 5, "cosine", None, "mean", "kernel")
+        deg = ops.manifold_metrics(x, nbr, w, "gaussian", 0.05)[0]
+        cn, cw, ce = ops.channel_nnk_graph(a, 4, "cosine", 1e-10, "kernel")
+        qn, qw, qe = ops.nnk_neighbors(x[:7], x[7:], 4, "cosine")
+        return nbr, w, err, knn, sim, deg, cn, cw, ce, qn, qw, qe
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 6, generator=g)
+    a = torch.relu(torch.randn(30, 2, 3, 3, generator=g))
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    for got, want in zip(compiled(x, a), f(x, a)):
+        assert torch.equal(got, want)
+
+
 # ---- the tracker on a compiled model ---------------------------------------------------------
 
 class Net(nn.Module):
