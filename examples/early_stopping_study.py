@@ -383,7 +383,8 @@ def analyse(log: dict) -> dict:
     for run in log["runs"]:
         by_noise.setdefault(run["noise"], []).append(run)
     groups = {f"{int(round(100 * n))} %": rs for n, rs in sorted(by_noise.items())}
-    groups["both"] = log["runs"]
+    if len(by_noise) > 1:
+        groups["both"] = log["runs"]
     k0 = cfg["k"][0]
     signals = [(f"nnk_relu3_k{k}", f"NNK LOO error, relu3, k = {k}") for k in cfg["k"]]
     signals += [(f"nnk_relu2_k{k0}", f"NNK LOO error, relu2 (conv block), k = {k0}"),
