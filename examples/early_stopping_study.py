@@ -462,8 +462,11 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
     lines = [
         "# Early stopping without validation data: DeepNNK / CW-DeepNNK vs validation "
         "(Fashion-MNIST)", "",
-        f"Produced by `{log['command']}` (from the repository root); the tables regenerate "
-        f"from the JSON beside this file with `--from-log`.", "",
+        f"Produced by `{log['command']}`"
+        + (f", Run C added by `{log['command_run_c']}` "
+           f"({log.get('total_s_run_c', 0) / 60:.1f} min)" if "command_run_c" in log else "")
+        + " (from the repository root); the tables regenerate from the JSON beside this file "
+        "with `--from-log`.", "",
         f"Machine: torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs "
         f"shared with other jobs (load average {info['load_avg'][0]:.1f} at the start, "
         f"{info['load_avg_end'][0]:.1f} at the end), Python {info['python']}. Whole study: "
