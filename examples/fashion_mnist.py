@@ -142,7 +142,8 @@ def write_report(path: str, args: argparse.Namespace, epochs: List[dict], histor
         f"batch {args.batch_size}, Adam lr {args.lr}; {args.threads} threads",
         ("early stopping: none" if args.early_stopping == "none" else
          f"early stopping: NNK, {args.early_stopping} mode on {args.es_layer}, patience "
-         f"{args.patience}, min_delta {args.min_delta} (probe set only, no validation data)"),
+         f"{args.patience}, min_delta {args.min_delta}, {args.candidate_metric} candidates "
+         "(probe set only, no validation data)"),
         "",
         f"final test accuracy: {final_test_acc:.4f}",
     ]
@@ -197,8 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "are frozen; 'layer' stops when the layer's loo_error stops improving")
     p.add_argument("--es-layer", default="pool2",
                    help="layer watched by early stopping (an [N, C, H, W] output for 'channel')")
-    p.add_argument("--patience", type=int, default=3,
-                   help="early stopping: checks without improvement before freezing/stopping")
+    p.add_argument("--patience", type=int, default=5,
+                   help="early stopping: checks without improvement before freezing/stopping "
+                        "(docs/results/early_stopping.md: 3 is too short for every rule that stops)")
+    p.add_argument("--candidate-metric", choices=["euclidean", "kernel"], default="euclidean",
+                   help="early stopping: how NNK candidates are ranked ('euclidean': L2 on the "
+                        "raw activations, as the published DeepNNK method)")
     p.add_argument("--min-delta", type=float, default=0.0,
                    help="early stopping: an improvement must lower loo_error by more than this")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars (also off when stderr is not a terminal)")
@@ -248,10 +253,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stopper = NNKEarlyStopping(
             model, args.es_layer, (tracker.probe_x, tracker.probe_y), mode=args.early_stopping,
             patience=args.patience, min_delta=args.min_delta, k=args.k, optimizer=optimizer,
-            max_points=args.probe_size, seed=args.seed, verbose=True)
+            max_points=args.probe_size, seed=args.seed, candidate_metric=args.candidate_metric,
+            verbose=True)
         print(f"NNK early stopping: mode {args.early_stopping} on {args.es_layer}"
               + (f" (channels of {stopper.conv_name})" if stopper.conv_name else "")
-              + f", patience {args.patience}, min_delta {args.min_delta}", flush=True)
+              + f", patience {args.patience}, min_delta {args.min_delta}, "
+              f"{args.candidate_metric} candidates", flush=True)
 
     epochs: List[dict] = []
     stop_note = None
