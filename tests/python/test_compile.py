@@ -56,6 +56,10 @@ def _calls(x, y, a, k):
         ("neighborhood_overlap", lambda: ops.neighborhood_overlap(nbr, w, knn, torch.ones_like(w))),
         ("channel_nnk_graph", lambda: ops.channel_nnk_graph(a, k, "cosine", 1e-10)),
         ("channel_overlap", lambda: ops.channel_overlap(cn, cw)),
+        ("nnk_neighbors", lambda: ops.nnk_neighbors(x[:5], x[5:], k, "cosine", None, "mean",
+                                                    "euclidean", None, 1e-10)),
+        ("nnk_interpolate", lambda: ops.nnk_interpolate(knn[:, :k], torch.ones_like(knn[:, :k],
+                                                        dtype=x.dtype), a.flatten(1))),
     ]
 
 

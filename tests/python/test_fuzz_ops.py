@@ -394,6 +394,10 @@ def check_weights(w: torch.Tensor, nbr: torch.Tensor, where: str) -> None:
 
 def kernel_matrix(x: np.ndarray, kernel: str, sigma: Optional[float]) -> np.ndarray:
     if kernel == "cosine":
+        # Each row scaled by its largest |value| first: the norm of a row near 1e154 would
+        # overflow to inf and turn its direction into 0 (cos does not change under scaling).
+        peak = np.abs(x).max(axis=1, keepdims=True)
+        x = np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         u = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
         return np.clip((1.0 + u @ u.T) / 2.0, 0.0, 1.0)
