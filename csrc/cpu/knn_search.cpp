@@ -23,50 +23,8 @@ constexpr int64_t kBlock = 2048;
 // chunk of 16 columns, one cache line per 8 KiB row, crossed a page per read and left the
 // pass waiting on memory.)
 constexpr int64_t kMaxColumnChunk = 256;
-// Candidates kept per row beyond k, for the exact rescoring at the end of the search.
-constexpr int64_t kMargin = 8;
 // Scores formed and tested together before any heap is touched.
 constexpr int64_t kLane = 16;
-
-// A bounded min-heap holding a row's best k (score, index), worst on top.
-// "Better" = larger score, then smaller index.
-struct RowHeap {
-  double* s;
-  int64_t* id;
-  int64_t k;
-
-  static bool better(double sa, int64_t ia, double sb, int64_t ib) {
-    return sa > sb || (sa == sb && ia >= 0 && (ib < 0 || ia < ib));
-  }
-  // Cheap rejection first: most candidates of a row are worse than its current k-th.
-  inline void push(double v, int64_t j) {
-    if (v < s[0] || !better(v, j, s[0], id[0])) {
-      return;
-    }
-    int64_t pos = 0;
-    while (true) {
-      int64_t l = 2 * pos + 1, r = l + 1, worst = pos;
-      double ws = v;
-      int64_t wi = j;
-      if (l < k && better(ws, wi, s[l], id[l])) {
-        worst = l;
-        ws = s[l];
-        wi = id[l];
-      }
-      if (r < k && better(ws, wi, s[r], id[r])) {
-        worst = r;
-      }
-      if (worst == pos) {
-        break;
-      }
-      s[pos] = s[worst];
-      id[pos] = id[worst];
-      pos = worst;
-    }
-    s[pos] = v;
-    id[pos] = j;
-  }
-};
 
 template <typename scalar_t>
 void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,

@@ -32,6 +32,50 @@ struct PreparedPoints {
 
 PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel);
 
+// Candidates kept per row beyond k, for the exact rescoring at the end of a search
+// (knn_search and the out-of-sample search of nnk_neighbors).
+constexpr int64_t kMargin = 8;
+
+// A bounded min-heap holding a row's best k (score, index), worst on top.
+// "Better" = larger score, then smaller index.
+struct RowHeap {
+  double* s;
+  int64_t* id;
+  int64_t k;
+
+  static bool better(double sa, int64_t ia, double sb, int64_t ib) {
+    return sa > sb || (sa == sb && ia >= 0 && (ib < 0 || ia < ib));
+  }
+  // Cheap rejection first: most candidates of a row are worse than its current k-th.
+  inline void push(double v, int64_t j) {
+    if (v < s[0] || !better(v, j, s[0], id[0])) {
+      return;
+    }
+    int64_t pos = 0;
+    while (true) {
+      int64_t l = 2 * pos + 1, r = l + 1, worst = pos;
+      double ws = v;
+      int64_t wi = j;
+      if (l < k && better(ws, wi, s[l], id[l])) {
+        worst = l;
+        ws = s[l];
+        wi = id[l];
+      }
+      if (r < k && better(ws, wi, s[r], id[r])) {
+        worst = r;
+      }
+      if (worst == pos) {
+        break;
+      }
+      s[pos] = s[worst];
+      id[pos] = id[worst];
+      pos = worst;
+    }
+    s[pos] = v;
+    id[pos] = j;
+  }
+};
+
 // Exact k nearest other points of every valid point. The Gram matrix is computed in
 // square tiles through at::mm, only for tile pairs (a, b) with b >= a: each tile updates
 // the heaps of its rows and, transposed, of its columns, so every dot product is computed

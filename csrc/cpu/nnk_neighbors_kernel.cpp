@@ -25,43 +25,8 @@ namespace {
 // Tile edges: queries x reference tiles of at most 1024 x 2048 (8 MiB in float32).
 constexpr int64_t kQueryBlock = 1024;
 constexpr int64_t kReferenceBlock = 2048;
-// Candidates kept per query beyond k for the exact rescoring (knn_search's margin).
-constexpr int64_t kMargin = 8;
-
-// knn_search's order: larger score, then smaller index; -1 (empty) is worst.
-inline bool better(double sa, int64_t ia, double sb, int64_t ib) {
-  return sa > sb || (sa == sb && ia >= 0 && (ib < 0 || ia < ib));
-}
-
-// Replaces the worst of a bounded min-heap (worst on top) by (v, j) when it is better.
-inline void heap_push(double* s, int64_t* id, int64_t kk, double v, int64_t j) {
-  if (!better(v, j, s[0], id[0])) {
-    return;
-  }
-  int64_t pos = 0;
-  while (true) {
-    const int64_t l = 2 * pos + 1, r = l + 1;
-    int64_t worst = pos;
-    double ws = v;
-    int64_t wi = j;
-    if (l < kk && better(ws, wi, s[l], id[l])) {
-      worst = l;
-      ws = s[l];
-      wi = id[l];
-    }
-    if (r < kk && better(ws, wi, s[r], id[r])) {
-      worst = r;
-    }
-    if (worst == pos) {
-      break;
-    }
-    s[pos] = s[worst];
-    id[pos] = id[worst];
-    pos = worst;
-  }
-  s[pos] = v;
-  id[pos] = j;
-}
+using cpu::kMargin;
+using cpu::RowHeap;
 
 // Exact k best reference points of each query. `pts` holds the reference rows [0, n)
 // followed by the query rows [n, n + q), prepared together (one translation and scale for
@@ -105,7 +70,7 @@ at::Tensor search(const cpu::PreparedPoints& pts, bool cosine, const std::vector
             const double v = a[j] * static_cast<double>(row[l]) + c[j];
             // Most scores lose to the current worst: test before anything else.
             if (v >= s[0] && valid[j]) {
-              heap_push(s, id, kk, v, j);
+              RowHeap{s, id, kk}.push(v, j);
             }
           }
         }
@@ -143,7 +108,7 @@ at::Tensor search(const cpu::PreparedPoints& pts, bool cosine, const std::vector
             : -r;
       }
       std::sort(cand.begin(), cand.begin() + m, [](const auto& u, const auto& v) {
-        return better(u.first, u.second, v.first, v.second);
+        return RowHeap::better(u.first, u.second, v.first, v.second);
       });
       for (int64_t l = 0; l < k; ++l) {
         out[i * k + l] = l < m ? cand[l].second : -1;
