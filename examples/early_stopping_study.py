@@ -318,7 +318,8 @@ def run_c(x, y, x_test, y_test, seed, nodes, cfg, min_delta) -> dict:
                               conv="conv2", optimizer=opt, patience=cfg.channel_patience,
                               k=cfg.k[0], min_delta=min_delta, max_points=None,
                               restore_best_weights=False, restore_on_stop="last_improvement",
-                              candidate_metric=cfg.candidate_metric, verbose=False)
+                              candidate_metric=cfg.candidate_metric, verbose=False,
+                              check_every=getattr(cfg, "channel_check_every", 1))
     except (TypeError, ValueError) as e:
         return {"unavailable": f"{type(e).__name__}: {e}"}
     frozen, stopped, t_check, epoch = [], False, 0.0, 0
@@ -330,7 +331,12 @@ def run_c(x, y, x_test, y_test, seed, nodes, cfg, min_delta) -> dict:
         frozen.append(len(es.frozen_channels))
         if stopped:
             break
-    return {"epochs": epoch, "stopped": bool(stopped), "check_s": t_check,
+    # The budget ran out first: the published method still returns the model of the last
+    # check at which any channel improved.
+    es.finish(epoch - 1)                  # the callback counts epochs from 0
+    returned = es.last_improvement_epoch + 1
+    return {"epochs": epoch, "returned_epoch": returned if returned >= 1 else epoch,
+            "stopped": bool(stopped), "check_s": t_check,
             "test_acc": evaluate(model, x_test, y_test)[0], "frozen_per_epoch": frozen,
             "stop_reason": getattr(es, "stop_reason", None)}
 
@@ -365,7 +371,8 @@ def method_table(run: dict, cfg: dict) -> Dict[str, dict]:
                            "test_acc": acc_a[-1]}
     for key, c in run.get("C", {}).items():
         if "unavailable" not in c:
-            out[f"cw-deepnnk {key}"] = {"epoch": c["epochs"], "stop": c["epochs"],
+            out[f"cw-deepnnk {key}"] = {"epoch": c.get("returned_epoch", c["epochs"]),
+                                        "stop": c["epochs"],
                                         "stopped": c["stopped"], "test_acc": c["test_acc"]}
     return out
 
@@ -539,7 +546,8 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
             if "unavailable" in c:
                 lines.append(head + f"not run ({c['unavailable']})")
             else:
-                lines.append(head + f"{c['epochs']} epochs, stopped {c['stopped']}, test acc "
+                lines.append(head + f"{c['epochs']} epochs, stopped {c['stopped']}, model of "
+                             f"epoch {c.get('returned_epoch', c['epochs'])}, test acc "
                              f"{c['test_acc']:.4f}, channels frozen per epoch "
                              f"{c['frozen_per_epoch']}, checks {c['check_s']:.0f} s")
     if not any(r.get("C") for r in log["runs"]):
@@ -587,7 +595,11 @@ def parse_args(argv=None):
     p.add_argument("--run-c", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--add-run-c", action="store_true",
                    help="run only C, for every run of the existing JSON log beside --out")
-    p.add_argument("--channel-patience", type=int, default=20)
+    p.add_argument("--channel-patience", type=int, default=20,
+                   help="Run C: checks without improvement before a channel freezes")
+    p.add_argument("--channel-check-every", type=int, default=1,
+                   help="Run C: check every this many epochs (published: 1, or 10 with "
+                        "patience 2)")
     p.add_argument("--c1", type=int, default=16)
     p.add_argument("--c2", type=int, default=32)
     p.add_argument("--hidden", type=int, default=64)
@@ -630,7 +642,9 @@ def add_run_c(cfg, json_path, x, y_clean, x_test, y_test) -> None:
         log = json.load(f)
     run_cfg = argparse.Namespace(**log["config"])
     run_cfg.channel_patience = cfg.channel_patience
+    run_cfg.channel_check_every = cfg.channel_check_every
     log["config"]["channel_patience"] = cfg.channel_patience
+    log["config"]["channel_check_every"] = cfg.channel_check_every
     log["command_run_c"] = command_line()
     t0 = time.perf_counter()
     for run in log["runs"]:

@@ -267,6 +267,18 @@ bool NNKEarlyStopping::step(int64_t epoch, const at::Tensor& activations) {
   return update_locked(epoch, scores);
 }
 
+bool NNKEarlyStopping::finish(int64_t epoch) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (should_stop_locked()) return false;
+  TORCH_CHECK(epoch >= 0, "NNKEarlyStopping.finish: epoch should be >= 0, got ", epoch);
+  stopped_epoch_ = epoch;
+  const bool restore = improved_epoch_ >= 0 && keeps_improved_snapshots();
+  stop_reason_ = "the training budget ended at epoch " + std::to_string(epoch) +
+                 (checks_ == 0 ? " before the first check" : " before a stop");
+  if (restore) restore_on_stop();
+  return restore;
+}
+
 bool NNKEarlyStopping::update(int64_t epoch, const std::vector<double>& scores) {
   std::lock_guard<std::mutex> lock(mutex_);
   return update_locked(epoch, scores);

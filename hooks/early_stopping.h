@@ -112,6 +112,15 @@ class NNKEarlyStopping {
   // 0's) so that every rank freezes the same channels and stops at the same epoch.
   bool update(int64_t epoch, const std::vector<double>& scores);
 
+  // The end of training without a stop (the epoch budget ran out at `epoch`): the model
+  // returns to what restore_on_stop names, as at a stop ("last_improvement": its state at
+  // the last check at which any channel, or the layer, improved; the published channel-wise
+  // method returns that model whether or not every channel froze), and the object reads as
+  // stopped (stopped_epoch() = epoch, stop_reason() says the budget ended). Nothing is
+  // restored before the first check or with restore_on_stop "none". Returns true when the
+  // watched tensors were restored; after a stop it does nothing and returns false.
+  bool finish(int64_t epoch);
+
   // Rewrites the parameters of frozen channels with their frozen values (under no_grad).
   // Call after every optimiser step (the Python callback does it for you).
   void enforce();

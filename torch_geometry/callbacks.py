@@ -107,13 +107,16 @@ class NNKEarlyStopping:
     """Stops training when the NNK leave-one-out error of a probe set stops improving,
     without a validation set (all labelled data can be used for training).
 
-    Call :meth:`step` at the end of every epoch; it returns True when training should stop::
+    Call :meth:`step` at the end of every epoch; it returns True when training should stop,
+    and :meth:`finish` after the loop (when the budget ran out first, it returns the model to
+    its last improving check, as a stop does)::
 
         es = NNKEarlyStopping(model, "conv2", (x_probe, y_probe), mode="channel", optimizer=opt)
         for epoch in range(max_epochs):
             train_one_epoch(model, opt)
             if es.step(epoch):
                 break
+        es.finish(epoch)
 
     Args:
         model (nn.Module): the model being trained.
@@ -317,6 +320,29 @@ class NNKEarlyStopping:
         if self.verbose:
             self._report(epoch)
         return stop
+
+    def finish(self, epoch: int) -> bool:
+        """Ends training that ran out of epochs without a stop: the model returns to what
+        ``restore_on_stop`` names, as at a stop (``"last_improvement"``: its parameters and
+        buffers at the last check at which any channel, or the layer, improved; the published
+        channel-wise method returns that model whether or not every channel froze), and the
+        callback reads as stopped at ``epoch``. Call it after the training loop::
+
+            for epoch in range(max_epochs):
+                train_one_epoch(model, opt)
+                if es.step(epoch):
+                    break
+            es.finish(epoch)   # does nothing when step() stopped training
+
+        Returns True when the model was restored (False after a stop, before the first
+        check, or with ``restore_on_stop="none"``)."""
+        self._rebind()
+        restored = bool(self._core.finish(int(epoch)))
+        self.enforce()
+        if self.verbose and restored:
+            print(f"[NNKEarlyStopping] {self.stop_reason}; model restored to epoch "
+                  f"{self.last_improvement_epoch} ({self._core.options.restore_on_stop})")
+        return restored
 
     def _report(self, epoch: int):
         new = [c for c in self.frozen_channels if c not in self._reported]

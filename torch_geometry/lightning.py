@@ -143,7 +143,8 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
             The optimizer is the trainer's when it has exactly one. With
             ``restore_on_stop="last_improvement"`` (channel mode's default) the
             LightningModule's parameters and buffers return to the last improving check when
-            this callback stops training.
+            this callback stops training, and also when fitting ends without a stop
+            (:meth:`torch_geometry.NNKEarlyStopping.finish`).
 
     Logs ``nnk_early_stopping/best_loo_error`` (the best check so far) and, in channel mode,
     ``nnk_early_stopping/frozen_channels`` after every check.
@@ -160,6 +161,7 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
         self.options = options
         self.stopper: Optional[_callbacks.NNKEarlyStopping] = None
         self.stopped_epoch = -1
+        self._last_epoch = 0
 
     @property
     def state_key(self) -> str:
@@ -174,7 +176,7 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
         self._restore_pending()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        epoch = trainer.current_epoch
+        epoch = self._last_epoch = trainer.current_epoch
         stop = self.stopper.step(epoch)
         # every rank takes the decision of any rank, as Lightning's EarlyStopping does
         stop = trainer.strategy.reduce_boolean_decision(bool(stop), all=False)
@@ -190,6 +192,9 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.stopper is not None:
+            # The budget ran out without a stop: the model returns to what restore_on_stop
+            # names, as at a stop (a no-op after this callback stopped training).
+            self.stopper.finish(self._last_epoch)
             self.stopper.remove()
 
     def _stateful(self):

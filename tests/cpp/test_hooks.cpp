@@ -417,6 +417,44 @@ TEST(NNKEarlyStoppingCpp, FreezeInPlaceThenLastImprovementRestore) {
   EXPECT_TRUE(torch::equal(weight, at_epoch_3));
 }
 
+TEST(NNKEarlyStoppingCpp, FinishAtTheBudgetRestoresTheLastImprovement) {
+  // The budget ends (epoch 3) before every channel froze: finish() returns the watched
+  // tensors to the last improving check (epoch 2), as a stop would, once.
+  hk::EarlyStoppingOptions opts;
+  opts.patience = 2;
+  hk::NNKEarlyStopping stopper(opts);
+  auto weight = torch::zeros({2, 3});
+  auto other = torch::zeros({4});
+  stopper.watch({weight}, {other});
+  const std::vector<std::vector<double>> stream = {{0.5, 0.5}, {0.4, 0.5}, {0.4, 0.3}, {0.4, 0.3}};
+  for (int64_t e = 0; e < 4; ++e) {
+    weight.fill_(static_cast<double>(e + 1));
+    other.fill_(static_cast<double>(e + 1));
+    stopper.enforce();
+    EXPECT_FALSE(stopper.update(e, stream[e]));
+  }
+  EXPECT_EQ(stopper.last_improvement_epoch(), 2);
+  EXPECT_EQ(stopper.frozen_epochs(), (std::vector<int64_t>{3, -1}));
+  EXPECT_TRUE(stopper.finish(3));
+  EXPECT_TRUE(stopper.should_stop());
+  EXPECT_EQ(stopper.stopped_epoch(), 3);
+  EXPECT_NE(stopper.stop_reason().find("budget ended at epoch 3"), std::string::npos);
+  EXPECT_TRUE(torch::equal(weight, torch::full({2, 3}, 3.0)));
+  EXPECT_TRUE(torch::equal(other, torch::full({4}, 3.0)));
+  weight.fill_(7.0);
+  EXPECT_FALSE(stopper.finish(4));  // already stopped: nothing restored again
+  EXPECT_EQ(stopper.stopped_epoch(), 3);
+  EXPECT_TRUE(torch::equal(weight, torch::full({2, 3}, 7.0)));
+  // Before any check there is nothing to restore.
+  hk::NNKEarlyStopping fresh(opts);
+  auto w2 = torch::ones({2, 3});
+  fresh.watch({w2});
+  EXPECT_FALSE(fresh.finish(0));
+  EXPECT_TRUE(fresh.should_stop());
+  EXPECT_TRUE(torch::equal(w2, torch::ones({2, 3})));
+  EXPECT_THROW(hk::NNKEarlyStopping(opts).finish(-1), c10::Error);
+}
+
 TEST(NNKEarlyStoppingCpp, FrozenChannelHoldsItsFreezingCheckValuesUntilTheStop) {
   hk::EarlyStoppingOptions opts;
   opts.patience = 1;

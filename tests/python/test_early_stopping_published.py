@@ -157,6 +157,45 @@ def test_restore_on_stop_none_leaves_the_model_as_it_stands(monkeypatch):
         assert torch.equal(model.state_dict()[name], value), name
 
 
+def test_finish_at_the_budget_returns_the_last_improvement_model(monkeypatch):
+    # The budget (6 epochs) ends before channel 2 freezes: finish() restores the model of the
+    # last improving check (epoch 4) as a stop would, and the callback reads as stopped.
+    model, opt, es, states = run_scripted(monkeypatch, STREAM, epochs=6)
+    assert es.stopped_epoch == -1 and not es._core.should_stop
+    assert not torch.equal(model.conv.weight, states[4]["conv.weight"])
+    assert es.finish(5) is True
+    assert es.stopped_epoch == 5 and "budget ended at epoch 5" in es.stop_reason
+    for name, value in states[4].items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert es.step(6) is True          # stopped: nothing more is checked
+    assert es.finish(6) is False       # and a second finish changes nothing
+    for name, value in states[4].items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_finish_after_a_stop_or_without_restore_leaves_the_model(monkeypatch):
+    model, _, es, states = run_scripted(monkeypatch, STREAM)
+    assert es.stopped_epoch == 6
+    before = copy.deepcopy(model.state_dict())
+    assert es.finish(9) is False and es.stopped_epoch == 6
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    model, _, es, states = run_scripted(monkeypatch, STREAM, epochs=6, restore_on_stop="none")
+    assert es.finish(5) is False and es.stopped_epoch == 5
+    for name, value in states[5].items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_finish_before_the_first_check_restores_nothing():
+    model = Net()
+    es = NNKEarlyStopping(model, "relu", data(), k=5, verbose=False, check_every=10)
+    before = copy.deepcopy(model.state_dict())
+    assert es.finish(3) is False
+    assert "before the first check" in es.stop_reason and es.stopped_epoch == 3
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    with pytest.raises(RuntimeError, match="epoch should be >= 0"):
+        NNKEarlyStopping(model, "relu", data(), k=5, verbose=False).finish(-1)
+
+
 def test_restore_options_refused_when_they_contradict():
     model = Net()
     with pytest.raises(RuntimeError, match="restore_on_stop should be"):

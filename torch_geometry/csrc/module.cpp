@@ -148,6 +148,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("step", &ES::step, py::arg("epoch"), py::arg("activations"), released)
       .def("score", &ES::score, py::arg("activations"), released)
       .def("update", &ES::update, py::arg("epoch"), py::arg("scores"), released)
+      .def("finish", &ES::finish, py::arg("epoch"), released)
       .def("enforce", &ES::enforce, released)
       .def("mask_gradients", &ES::mask_gradients, released)
       .def_property_readonly("last_scores", unlocked_get(&ES::last_scores))
