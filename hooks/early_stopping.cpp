@@ -690,7 +690,11 @@ std::vector<std::pair<std::string, double>> rank_models(
     const at::Tensor& labels,
     int64_t k,
     const std::string& kernel,
-    const std::string& reduce) {
+    const std::string& reduce,
+    const std::string& candidate_metric) {
+  TORCH_CHECK(candidate_metric == "kernel" || candidate_metric == "euclidean",
+              "rank_models: candidate_metric should be \"kernel\" or \"euclidean\", got \"",
+              candidate_metric, "\"");
   TORCH_CHECK(names.size() == activations.size(), "rank_models: ", names.size(), " names for ",
               activations.size(), " activation tensors");
   TORCH_CHECK(!names.empty(), "rank_models: no models to rank");
@@ -706,7 +710,8 @@ std::vector<std::pair<std::string, double>> rank_models(
                 "\" has non-finite activations");
     // The graph is built where the activations are; the labels go there, not the reverse.
     if (y_device.device() != x.device()) y_device = y.to(x.device());
-    out.emplace_back(names[m], layer_loo_error(x, y_device, num_classes, k, kernel, "kernel"));
+    out.emplace_back(names[m], layer_loo_error(x, y_device, num_classes, k, kernel,
+                                                   candidate_metric));
   }
   std::stable_sort(out.begin(), out.end(),
                    [](const auto& a, const auto& b) { return a.second < b.second; });

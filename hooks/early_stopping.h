@@ -204,14 +204,16 @@ class NNKEarlyStopping {
 // from training data only. `activations[m]` is model m's activations [N, ...] of the probe
 // set, `names[m]` its name (any device, float16/bfloat16 included: reduced as
 // reduce_activations does, the graph built on that device in float32). Returns
-// (name, loo_error) pairs, best first; ties keep order.
+// (name, loo_error) pairs, best first; ties keep order. `candidate_metric` ranks each node's
+// k candidates as nnk_graph's does ("kernel" or "euclidean").
 std::vector<std::pair<std::string, double>> rank_models(
     const std::vector<std::string>& names,
     const std::vector<at::Tensor>& activations,
     const at::Tensor& labels,
     int64_t k = 25,
     const std::string& kernel = "cosine",
-    const std::string& reduce = kDefaultReduce);
+    const std::string& reduce = kDefaultReduce,
+    const std::string& candidate_metric = "kernel");
 
 } // namespace hooks
 } // namespace torch_geometry

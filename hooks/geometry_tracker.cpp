@@ -48,6 +48,9 @@ GeometryTracker::GeometryTracker(std::vector<std::string> layers, TrackerOptions
   }
   TORCH_CHECK(options_.k >= 1, "GeometryTracker: k should be >= 1, got ", options_.k);
   parse_kernel(options_.kernel, "GeometryTracker");
+  TORCH_CHECK(options_.candidate_metric == "kernel" || options_.candidate_metric == "euclidean",
+              "GeometryTracker: candidate_metric should be \"kernel\" or \"euclidean\", got \"",
+              options_.candidate_metric, "\"");
   parse_reduce(options_.reduce, "GeometryTracker");
   TORCH_CHECK(options_.alpha > 0 && options_.alpha < 1,
               "GeometryTracker: alpha should be in (0, 1), got ", options_.alpha);
@@ -131,7 +134,7 @@ std::vector<HistoryRow> GeometryTracker::step(
     at::Tensor nbr, w, err;
     std::tie(nbr, w, err) = ops::nnk_graph(x, options_.k, options_.kernel, c10::nullopt,
                                            kDefaultSigmaMode, c10::nullopt,
-                                           kDefaultThreshold);
+                                           kDefaultThreshold, options_.candidate_metric);
     at::Tensor degree, diameter, local_dim, log_volume, curvature;
     std::tie(degree, diameter, local_dim, log_volume, curvature) =
         ops::manifold_metrics(x, nbr, w, options_.kernel, options_.alpha);
@@ -387,6 +390,7 @@ std::string GeometryTracker::to_json() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::ostringstream os;
   os << "{\n  \"options\": {\"k\": " << options_.k << ", \"kernel\": " << quoted(options_.kernel)
+     << ", \"candidate_metric\": " << quoted(options_.candidate_metric)
      << ", \"reduce\": " << quoted(options_.reduce) << ", \"alpha\": " << number(options_.alpha)
      << ", \"bins\": " << options_.bins << "},\n  \"layers\": [";
   for (size_t i = 0; i < layers_.size(); ++i) os << (i ? ", " : "") << quoted(layers_[i]);

@@ -33,6 +33,10 @@ constexpr const char* kDefaultReduce = "avgpool";
 struct TrackerOptions {
   int64_t k = 25;                   // NNK candidates per node
   std::string kernel = "cosine";    // "cosine" | "gaussian"
+  // How a node's k candidates are ranked before the kernel weighs them (nnk_graph's
+  // candidate_metric): "kernel" (kernel similarity) | "euclidean" (L2 on the raw points,
+  // as the published DeepNNK code does).
+  std::string candidate_metric = "kernel";
   std::string reduce = kDefaultReduce;  // conv maps [N, C, ...]: "avgpool" (mean over
                                        // spatial dims -> [N, C]) or "flatten" (-> [N, C*H*W])
   double alpha = 0.05;              // Fukunaga-Olsen threshold of local_dim

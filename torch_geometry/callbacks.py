@@ -412,8 +412,8 @@ class NNKEarlyStopping:
 def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[torch.Tensor] = None,
                   layer: str = "", k: int = 25, kernel: str = "cosine",
                   reduce: Optional[str] = None,
-                  max_points: int = 2000, batch_size: int = 500, seed: int = 0
-                  ) -> List[Tuple[str, float]]:
+                  max_points: Optional[int] = 2000, batch_size: int = 500, seed: int = 0,
+                  candidate_metric: str = "kernel") -> List[Tuple[str, float]]:
     """Ranks models (or checkpoints) by the NNK leave-one-out error of ``layer``'s activations
     on a probe set of *training* data: no validation data needed.
 
@@ -426,8 +426,15 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
         models (dict[str, nn.Module]): candidates; ``layer`` must exist in each.
         probe, labels: as in :class:`NNKEarlyStopping`.
         layer (str): dotted module name (e.g. the penultimate layer).
+        k (int): NNK candidates per node. (default: 25)
+        kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
         reduce (str, optional): conv maps -> ``"avgpool"`` or ``"flatten"``. (default:
             ``torch_geometry._C.DEFAULT_REDUCE``)
+        max_points (int, optional): probe inputs kept (stratified by label); None = the
+            whole probe. (default: 2000)
+        candidate_metric (str): ``"kernel"`` or ``"euclidean"`` (L2 ranking of each node's
+            candidates on the reduced activations, as the published DeepNNK code).
+            (default: ``"kernel"``)
 
     Returns:
         list[(name, loo_error)], lowest error first.
@@ -437,7 +444,8 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
     x, y = materialize_probe(probe, labels)
     if y is None:
         raise ValueError("select_models needs labels: pass (x, y) as probe or labels=")
-    subset = _C.probe_subset(x.shape[0], int(max_points), y, int(seed))
+    keep = x.shape[0] if max_points is None else int(max_points)
+    subset = _C.probe_subset(x.shape[0], keep, y, int(seed))
     x, y = x[subset], y[subset]
     names, acts = [], []
     for name, model in models.items():
@@ -445,4 +453,5 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
         acts.append(capture_probe(model, [layer], x, batch_size)[layer])
         names.append(name)
     reduce = _C.DEFAULT_REDUCE if reduce is None else reduce
-    return [(n, float(e)) for n, e in _C.rank_models(names, acts, y, int(k), kernel, reduce)]
+    return [(n, float(e)) for n, e in _C.rank_models(names, acts, y, int(k), kernel, reduce,
+                                                      candidate_metric)]

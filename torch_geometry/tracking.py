@@ -253,6 +253,10 @@ class GeometryTracker:
             ``loo_error``, ``loo_soft_error`` and ``label_smoothness``.
         k (int): NNK candidates per node. (default: 25)
         kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
+        candidate_metric (str): how each node's k candidates are ranked before the kernel
+            weighs them: ``"kernel"`` (kernel similarity) or ``"euclidean"`` (L2 distance on
+            the reduced activations, as the published DeepNNK code does). (default:
+            ``"kernel"``)
         reduce (str, optional): conv maps ``[N, C, H, W]`` -> ``"avgpool"`` (``[N, C]``) or
             ``"flatten"`` (``[N, C*H*W]``). (default: the package's one default,
             ``torch_geometry._C.DEFAULT_REDUCE`` = ``"avgpool"``, shared with early stopping
@@ -284,7 +288,7 @@ class GeometryTracker:
                  labels: Optional[torch.Tensor] = None, k: int = 25, kernel: str = "cosine",
                  reduce: Optional[str] = None, every: int = 1, max_points: int = 2000,
                  batch_size: int = 500, progress: Optional[bool] = None, seed: int = 0,
-                 alpha: float = 0.05):
+                 alpha: float = 0.05, candidate_metric: str = "kernel"):
         if isinstance(layers, str):
             layers = [layers]
         if not isinstance(every, int) or every <= 0:
@@ -306,6 +310,7 @@ class GeometryTracker:
         self.progress = default_progress(progress)
         options = _C.TrackerOptions()
         options.k, options.kernel, options.alpha = int(k), kernel, float(alpha)
+        options.candidate_metric = candidate_metric
         if reduce is not None:
             options.reduce = reduce
         self._core = _C.GeometryTrackerCore(self.layers, options)

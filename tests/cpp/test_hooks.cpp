@@ -14,6 +14,7 @@
 #include "hooks/geometry_tracker.h"
 #include "hooks/json.h"
 #include "hooks/tap.h"
+#include <torch_geometry/torch_geometry.h>
 
 namespace {
 
@@ -201,6 +202,38 @@ TEST(RunProbe, BatchesInEvalModeAndRestoresTrainingMode) {
   EXPECT_TRUE(net->is_training());
   EXPECT_EQ(hk::ProbeRecording::current(), nullptr);
   EXPECT_THROW(hk::run_probe(net, x, /*batch_size=*/0), c10::Error);
+}
+
+TEST(GeometryTrackerCpp, CandidateMetricReachesTheGraph) {
+  // Points of varied norms: the Euclidean and kernel rankings differ. The tracker's mean
+  // LOO error equals that of nnk_graph with the same candidate_metric on the same points.
+  torch::manual_seed(4);
+  const int64_t n = 120;
+  auto y = torch::arange(n, torch::kLong).remainder(3);
+  auto x = (torch::randn({n, 5}, torch::kDouble) + y.unsqueeze(1).to(torch::kDouble) * 0.8) *
+           (0.2 + 4.8 * torch::rand({n, 1}, torch::kDouble));
+  std::map<std::string, double> loo;
+  for (const std::string metric : {"kernel", "euclidean"}) {
+    hk::TrackerOptions opts;
+    opts.k = 8;
+    opts.candidate_metric = metric;
+    hk::GeometryTracker tracker({"points"}, opts);
+    tracker.set_labels(y);
+    for (const auto& r : tracker.step(0, {{"points", x}})) {
+      if (r.metric == "loo_error") loo[metric] = r.summary.mean;
+    }
+    auto g = torch_geometry::ops::nnk_graph(x, 8, "cosine", c10::nullopt, "mean", c10::nullopt,
+                                            1e-10, metric);
+    const double expect =
+        std::get<0>(torch_geometry::ops::nnk_loo_error(std::get<0>(g), std::get<1>(g), y, 3)).mean().item<double>();
+    EXPECT_NEAR(loo.at(metric), expect, 1e-12) << metric;
+    EXPECT_NE(tracker.to_json().find("\"candidate_metric\": \"" + metric + "\""),
+              std::string::npos);
+  }
+  EXPECT_NE(loo.at("kernel"), loo.at("euclidean"));
+  hk::TrackerOptions bad;
+  bad.candidate_metric = "l2";
+  EXPECT_THROW(hk::GeometryTracker({"points"}, bad), c10::Error);
 }
 
 TEST(GeometryTrackerCpp, HistoryGrowsAndJsonParses) {

@@ -3,6 +3,7 @@ are the k nearest points by L2 distance on the raw features (brute force in nump
 the smaller index), weighed by the kernel; the CPU and device-generic kernels agree; bad
 values are refused; and the default ("kernel") gives the outputs saved from the code before
 the option existed, bit for bit."""
+import json
 import pathlib
 
 import numpy as np
@@ -214,3 +215,78 @@ def test_torchscript_passes_the_metric():
     x = torch.from_numpy(varied_norms(40, 4, seed=8))
     scripted = torch.jit.script(f)
     assert torch.equal(scripted(x)[1], tg.nnk_graph(x, 5, candidate_metric="euclidean").weights)
+
+
+# ------------------------------------------------------------------ tracker and model selection
+def _loo(x, y, k, metric):
+    nbr, w, _ = ops.nnk_graph(x, k, candidate_metric=metric)
+    return float(ops.nnk_loo_error(nbr, w, y, 4)[0].mean())
+
+
+class _Two(torch.nn.Module):
+    """A fixed linear map (no bias: the probe's varied norms carry over to the output, so
+    kernel and L2 rankings differ) and a head."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin = torch.nn.Linear(6, 6, bias=False)
+        self.head = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.head(self.lin(x))
+
+
+def _probe(n=150, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randn(n, 6, generator=g) + y.view(-1, 1).float() * 0.7
+    return x * (0.2 + 4.8 * torch.rand(n, 1, generator=g)), y
+
+
+@pytest.mark.parametrize("metric", ["kernel", "euclidean"])
+def test_tracker_builds_its_graphs_with_the_candidate_metric(metric):
+    x, y = _probe()
+    model = _Two(0)
+    tracker = tg.GeometryTracker(model, ["lin"], (x, y), k=10, candidate_metric=metric,
+                                 progress=False)
+    rows = tracker.on_epoch_end(0)
+    loo = [r for r in rows if r["metric"] == "loo_error"][0]["mean"]
+    with torch.no_grad():
+        acts = model.lin(x)
+    assert loo == pytest.approx(_loo(acts, y, 10, metric), abs=1e-6)
+    assert json.loads(tracker.to_json())["options"]["candidate_metric"] == metric
+
+
+def test_tracker_and_selection_metrics_differ_where_the_rankings_do():
+    # The data of the tests above gives different LOO errors under the two rankings, so
+    # their equalities show that the option reaches the graph, not only that it is accepted.
+    x, y = _probe()
+    with torch.no_grad():
+        assert _loo(_Two(0).lin(x), y, 10, "kernel") != _loo(_Two(0).lin(x), y, 10, "euclidean")
+        for s in range(3):
+            assert _loo(_Two(s).lin(x), y, 10, "kernel") != _loo(_Two(s).lin(x), y, 10,
+                                                                 "euclidean")
+
+
+@pytest.mark.parametrize("metric", ["kernel", "euclidean"])
+def test_select_models_ranks_by_the_loo_error_of_the_candidate_metric(metric):
+    x, y = _probe()
+    models = {f"m{s}": _Two(s) for s in range(3)}
+    ranked = tg.select_models(models, (x, y), layer="lin", k=10, candidate_metric=metric,
+                              max_points=None)
+    expect = {}
+    with torch.no_grad():
+        for name, m in models.items():
+            expect[name] = _loo(m.lin(x), y, 10, metric)
+    assert [n for n, _ in ranked] == sorted(expect, key=lambda n: (expect[n], n))
+    for name, err in ranked:
+        assert err == pytest.approx(expect[name], abs=1e-6)
+
+
+def test_tracker_and_selection_refuse_an_unknown_candidate_metric():
+    x, y = _probe()
+    with pytest.raises(RuntimeError, match="candidate_metric should be"):
+        tg.GeometryTracker(_Two(0), ["lin"], (x, y), k=10, candidate_metric="cosine")
+    with pytest.raises(RuntimeError, match="candidate_metric should be"):
+        tg.select_models({"a": _Two(0)}, (x, y), layer="lin", k=10, candidate_metric="l2")

@@ -82,6 +82,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(py::init<>())
       .def_readwrite("k", &hk::TrackerOptions::k)
       .def_readwrite("kernel", &hk::TrackerOptions::kernel)
+      .def_readwrite("candidate_metric", &hk::TrackerOptions::candidate_metric)
       .def_readwrite("reduce", &hk::TrackerOptions::reduce)
       .def_readwrite("alpha", &hk::TrackerOptions::alpha)
       .def_readwrite("bins", &hk::TrackerOptions::bins);
@@ -179,10 +180,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "rank_models",
       [](const std::vector<std::string>& names, const std::vector<at::Tensor>& acts,
-         const at::Tensor& labels, int64_t k, const std::string& kernel, const std::string& reduce) {
+         const at::Tensor& labels, int64_t k, const std::string& kernel, const std::string& reduce,
+         const std::string& candidate_metric) {
         py::gil_scoped_release release;
-        return hk::rank_models(names, acts, labels, k, kernel, reduce);
+        return hk::rank_models(names, acts, labels, k, kernel, reduce, candidate_metric);
       },
       py::arg("names"), py::arg("activations"), py::arg("labels"), py::arg("k") = 25,
-      py::arg("kernel") = "cosine", py::arg("reduce") = "flatten");
+      py::arg("kernel") = "cosine", py::arg("reduce") = "flatten",
+      py::arg("candidate_metric") = "kernel");
 }
