@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "../csrc/common.h"
+#include "../csrc/graph_input.h"
 #include "../csrc/graph_overlap.h"
 #include "../csrc/label_metrics.h"
 #include "../csrc/manifold_metrics.h"
@@ -81,6 +82,13 @@ at::Tensor GeometryTracker::labels_on(const at::Tensor& labels, const at::Device
 std::vector<HistoryRow> GeometryTracker::step(
     int64_t epoch,
     const std::map<std::string, at::Tensor>& activations) {
+  return step(epoch, activations, {});
+}
+
+std::vector<HistoryRow> GeometryTracker::step(
+    int64_t epoch,
+    const std::map<std::string, at::Tensor>& activations,
+    const std::map<std::string, Graph>& graphs) {
   c10::optional<at::Tensor> labels;
   int64_t num_classes = 0;
   std::map<std::string, LayerGraph> previous;
@@ -101,6 +109,10 @@ std::vector<HistoryRow> GeometryTracker::step(
     bool known = false;
     for (const auto& l : layers_) known = known || l == kv.first;
     TORCH_CHECK(known, "GeometryTracker.step: \"", kv.first, "\" is not a tracked layer");
+  }
+  for (const auto& kv : graphs) {
+    TORCH_CHECK(activations.count(kv.first), "GeometryTracker.step: a graph is given for \"",
+                kv.first, "\", which has no activations (or is not a tracked layer)");
   }
   int64_t n = -1;
   for (const auto& l : layers_) {
@@ -132,9 +144,22 @@ std::vector<HistoryRow> GeometryTracker::step(
     TORCH_CHECK(all_finite(x), "GeometryTracker.step: layer \"", layer,
                 "\" has non-finite activations at epoch ", epoch);
     at::Tensor nbr, w, err;
-    std::tie(nbr, w, err) = ops::nnk_graph(x, options_.k, options_.kernel, c10::nullopt,
-                                           kDefaultSigmaMode, c10::nullopt,
-                                           kDefaultThreshold, options_.candidate_metric);
+    auto given = graphs.find(layer);
+    if (given == graphs.end()) {
+      std::tie(nbr, w, err) = ops::nnk_graph(x, options_.k, options_.kernel, c10::nullopt,
+                                             kDefaultSigmaMode, c10::nullopt,
+                                             kDefaultThreshold, options_.candidate_metric);
+    } else {
+      std::tie(nbr, w, err) = given->second;
+      const std::string who = "GeometryTracker.step (graph of layer \"" + layer + "\")";
+      TORCH_CHECK(nbr.dim() == 2 && nbr.size(0) == x.size(0) && nbr.size(1) == options_.k,
+                  who, ": neighbors should be [N, k] = [", x.size(0), ", ", options_.k,
+                  "], got shape ", nbr.sizes());
+      check_directed_graph(nbr, w, err, who.c_str());
+      nbr = nbr.to(x.device());
+      w = w.to(x.device(), x.scalar_type());
+      err = err.to(x.device(), x.scalar_type());
+    }
     at::Tensor degree, diameter, local_dim, log_volume, curvature;
     std::tie(degree, diameter, local_dim, log_volume, curvature) =
         ops::manifold_metrics(x, nbr, w, options_.kernel, options_.alpha);

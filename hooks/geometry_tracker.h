@@ -79,6 +79,17 @@ class GeometryTracker {
   // and with labels: loo_error, loo_soft_error, label_smoothness.
   std::vector<HistoryRow> step(int64_t epoch, const std::map<std::string, at::Tensor>& activations);
 
+  // A layer's NNK graph built elsewhere: (neighbors [N, k] int64, weights [N, k], error [N]).
+  using Graph = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+  // The same, with the graphs of some layers given instead of built here (e.g. built across
+  // ranks by torch_geometry.distributed, bit for bit the graph this tracker would build):
+  // `graphs[layer]` must be the NNK graph of that layer's activations as reduced by this
+  // tracker's `reduce`, with its k and kernel; it is checked as a graph of N nodes with k
+  // columns and moved to the activations' device. The metrics are computed from it as from
+  // a graph built here.
+  std::vector<HistoryRow> step(int64_t epoch, const std::map<std::string, at::Tensor>& activations,
+                               const std::map<std::string, Graph>& graphs);
+
   std::vector<HistoryRow> history() const;  // a copy: other threads may be stepping
   c10::optional<int64_t> last_epoch() const;  // the last recorded epoch, if any
   const std::vector<std::string>& layers() const { return layers_; }  // immutable

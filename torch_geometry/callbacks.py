@@ -10,8 +10,9 @@ import torch.nn as nn
 
 from . import _compat
 from ._ops import ensure_loaded
-from .tracking import Probe, capture_probe, default_progress, materialize_probe, \
-    resolve_layers, run_probe
+from .tracking import DISTRIBUTED_MIN_POINTS, Probe, capture_probe, default_progress, \
+    materialize_probe, resolve_layers, run_probe, sharded_probe_graphs, \
+    _sharded_graphs_enabled
 
 _C = ensure_loaded()
 
@@ -179,10 +180,18 @@ class NNKEarlyStopping:
             ``"avgpool"``, as for :class:`~torch_geometry.GeometryTracker`)
         progress (bool, optional): tqdm bar during the probe pass. (default: on when stderr
             is a terminal)
+        distributed_min_points (int, optional): layer mode under torch.distributed: a probe
+            of at least this many inputs is scored on a graph built across the ranks
+            (:func:`torch_geometry.distributed.nnk_graph`, the exact search as a ring over
+            the shards; each rank scores its own rows and the errors are summed), with no
+            activations gathered; the score equals the single-process one. Needs the cosine
+            kernel and ``candidate_metric="kernel"``. None = never. (default: 20000)
 
     Under ``torch.distributed`` every rank probes its shard, the activations are gathered,
     and the decision is taken on rank 0's scores (broadcast), so every rank freezes the same
-    channels and stops at the same epoch even where their kernels round differently.
+    channels and stops at the same epoch even where their kernels round differently (layer
+    mode from ``distributed_min_points`` probe inputs: the sharded graph above, no gather;
+    channel mode always gathers).
 
     Attributes:
         frozen_channels (list[int]), stopped_epoch (int, -1 while running), best_score
@@ -200,7 +209,8 @@ class NNKEarlyStopping:
                  max_points: Optional[int] = 2000, reduce: Optional[str] = None,
                  batch_size: int = 500, progress: Optional[bool] = None, seed: int = 0,
                  smoothing: int = 1, restore_on_stop: Optional[str] = None,
-                 candidate_metric: str = "kernel"):
+                 candidate_metric: str = "kernel",
+                 distributed_min_points: Optional[int] = DISTRIBUTED_MIN_POINTS):
         if not isinstance(check_every, int) or check_every <= 0:
             raise ValueError(f"check_every should be a positive integer, got {check_every!r}")
         if isinstance(min_delta, str) and min_delta != "auto":
@@ -218,6 +228,7 @@ class NNKEarlyStopping:
             raise ValueError(f"the probe set has {self.probe_x.shape[0]} inputs; it needs more "
                              f"than k = {k}")
         self.check_every = check_every
+        self.distributed_min_points = distributed_min_points
         self.verbose = verbose
         self.batch_size = batch_size
         self.progress = default_progress(progress)
@@ -306,6 +317,39 @@ class NNKEarlyStopping:
             scores = t.tolist()
         return scores
 
+    def _sharded(self) -> bool:
+        o = self._core.options
+        return o.mode == "layer" and _sharded_graphs_enabled(
+            self.probe_x.shape[0], self.distributed_min_points, o.kernel, o.candidate_metric)
+
+    def _sharded_score(self) -> List[float]:
+        """Layer mode, probe sharded over the ranks: the LOO error of the graph built across
+        them. Each rank's rows are scored against the full label vector and the 0/1 errors
+        summed over the ranks (exact in float64), so every rank gets the single-process
+        score."""
+        import torch.distributed as dist
+
+        o = self._core.options
+        index, points, graphs = sharded_probe_graphs(
+            self.model, [self.layer], self.probe_x, int(o.k), o.reduce, self.batch_size,
+            progress=self.progress, desc="nnk early stopping", gather=False)
+        n = self.probe_x.shape[0]
+        g = graphs[self.layer]
+        total = torch.zeros(1, dtype=torch.float64, device=points[self.layer].device)
+        if g is None:                        # non-finite activations on some rank
+            return [float("nan")]
+        nbr, w, _ = g
+        if index.numel():
+            # The op scores a graph on all N nodes: this rank's rows in place, others empty.
+            full_n = torch.full((n, nbr.shape[1]), -1, dtype=torch.long)
+            full_w = torch.zeros((n, nbr.shape[1]), dtype=w.dtype)
+            full_n[index], full_w[index] = nbr.cpu(), w.cpu()
+            hard, _ = torch.ops.torch_geometry.nnk_loo_error(
+                full_n, full_w, self.probe_y.cpu(), int(self.probe_y.max()) + 1)
+            total += hard[index].sum().to(total.device)
+        dist.all_reduce(total)
+        return [float(total.item() / n)]
+
     def step(self, epoch: int) -> bool:
         """Checks the probe set at the end of ``epoch`` (every ``check_every`` epochs).
         Returns True when training should stop."""
@@ -314,9 +358,14 @@ class NNKEarlyStopping:
             return True
         if epoch % self.check_every != 0:
             return False
-        acts = capture_probe(self.model, [self.layer], self.probe_x, self.batch_size,
-                             progress=self.progress, desc="nnk early stopping")[self.layer]
-        stop = self._core.update(int(epoch), self._score(acts))
+        if self._sharded():
+            scores = self._sharded_score()
+        else:
+            acts = capture_probe(self.model, [self.layer], self.probe_x, self.batch_size,
+                                 progress=self.progress, desc="nnk early stopping")[self.layer]
+            scores = self._score(acts)
+            del acts
+        stop = self._core.update(int(epoch), scores)
         if self.verbose:
             self._report(epoch)
         return stop

@@ -220,17 +220,90 @@ def _gather_rows(t: torch.Tensor, index: torch.Tensor, total: int) -> torch.Tens
 def capture_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batch_size: int = 500,
                   progress: bool = False, desc: str = "probe") -> Dict[str, torch.Tensor]:
     """Activations of ``layers`` for the whole probe set ``x``, on the model's device. Under
-    torch.distributed each rank runs its shard (every world_size-th input) and the
-    activations are all-gathered, so every rank returns the same tensors."""
+    torch.distributed each rank runs its shard (a contiguous block) and the
+    activations are all-gathered, so every rank returns the same tensors. Shards are
+    contiguous blocks in rank order (as in :func:`sharded_probe_graphs`, so that both paths
+    run the same forward passes and see the same activations bit for bit)."""
     import torch.distributed as dist
 
     distributed = dist.is_available() and dist.is_initialized()
     n = x.shape[0]
     if not distributed:
         return run_probe(model, layers, x, batch_size, progress=progress, desc=desc)
-    index = torch.arange(dist.get_rank(), n, dist.get_world_size())
+    index = _block_of_rank(n)
     acts = run_probe(model, layers, x[index], batch_size, progress=progress, desc=desc)
     return {name: _gather_rows(a, index, n) for name, a in acts.items()}
+
+
+#: Probe size from which the tracker and layer-mode early stopping build their graphs across
+#: the ranks of torch.distributed (``torch_geometry.distributed.nnk_graph``) instead of
+#: gathering every activation to every rank.
+DISTRIBUTED_MIN_POINTS = 20000
+
+
+def _sharded_graphs_enabled(n: int, min_points: Optional[int], kernel: str,
+                            candidate_metric: str) -> bool:
+    """Whether a probe of ``n`` inputs takes the sharded path: under torch.distributed with
+    more than one rank, ``n >= min_points`` (None = never), and the options the distributed
+    graph reproduces bit for bit (cosine kernel, kernel-ranked candidates)."""
+    import torch.distributed as dist
+
+    return (min_points is not None and n >= int(min_points)
+            and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and kernel == "cosine" and candidate_metric == "kernel")
+
+
+def _block_of_rank(n: int) -> torch.Tensor:
+    """Probe positions of this rank in the sharded path: contiguous blocks in rank order, so
+    that the distributed graph's global node indices are probe positions."""
+    import torch.distributed as dist
+
+    return torch.arange(n).tensor_split(dist.get_world_size())[dist.get_rank()]
+
+
+def sharded_probe_graphs(model: nn.Module, layers: Sequence[str], x: torch.Tensor, k: int,
+                         reduce: str, batch_size: int = 500, progress: bool = False,
+                         desc: str = "probe", gather: bool = True):
+    """The probe's NNK graphs built across the ranks of torch.distributed.
+
+    Each rank runs its contiguous block of the probe set, reduces the activations as the
+    tracker does (``reduce``) and calls ``torch_geometry.distributed.nnk_graph`` (cosine
+    kernel, kernel-ranked candidates): the exact search runs as a ring over the shards, so
+    no rank holds another rank's activations for it, and each rank ends with the graph of
+    its own rows, bit for bit the rows of the single-process graph.
+
+    Returns ``(index, points, graphs)``: this rank's probe positions [n_local], and per
+    layer the reduced points and ``(neighbors, weights, error)``; with ``gather`` (the
+    tracker), points and graphs are all-gathered to ``[N, ...]`` on every rank (the reduced
+    points, not the raw activations, travel), else they are this rank's rows (global
+    neighbour indices)."""
+    import torch.distributed as dist
+
+    from . import distributed as tg_dist
+
+    n = x.shape[0]
+    index = _block_of_rank(n)
+    acts = run_probe(model, layers, x[index], batch_size, progress=progress, desc=desc)
+    points, graphs = {}, {}
+    for name in layers:
+        local = _C.reduce_activations(acts.pop(name), reduce)
+        # Non-finite activations on any rank: no graph (the distributed search refuses
+        # them); the caller reports them as in the single-process path. Every rank agrees.
+        finite = torch.tensor([1.0 if bool(torch.isfinite(local).all()) else 0.0],
+                              device=local.device)
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:
+            points[name] = _gather_rows(local, index, n) if gather else local
+            graphs[name] = None
+            continue
+        g = tg_dist.nnk_graph(local, k)
+        if gather:
+            points[name] = _gather_rows(local, index, n)
+            graphs[name] = tuple(_gather_rows(t.to(local.device), index, n)
+                                 for t in (g.neighbors, g.weights, g.error))
+        else:
+            points[name], graphs[name] = local, (g.neighbors, g.weights, g.error)
+    return index, points, graphs
 
 
 class GeometryTracker:
@@ -268,13 +341,24 @@ class GeometryTracker:
             is a terminal)
         seed (int): seed of the probe subset. (default: 0)
         alpha (float): Fukunaga-Olsen threshold of ``local_dim``. (default: 0.05)
+        distributed_min_points (int, optional): under torch.distributed, a probe of at least
+            this many inputs has its graphs built across the ranks
+            (:func:`torch_geometry.distributed.nnk_graph`: the exact search as a ring over
+            the ranks' shards) instead of gathering every layer's activations to every rank
+            and building the whole graph on each; only the reduced points and the graphs are
+            gathered, and the history is the same bit for bit. Needs the cosine kernel and
+            ``candidate_metric="kernel"`` (other options take the gathering path). None =
+            never. (default: ``DISTRIBUTED_MIN_POINTS`` = 20000)
 
     Calling :meth:`on_epoch_end` again for the last recorded epoch records nothing and
     returns that epoch's rows; :meth:`state_dict` / :meth:`load_state_dict` resume a run
     (history and the graphs the next ``epoch_overlap`` compares with).
 
-    Under ``torch.distributed``, each rank runs its shard of the probe set; activations are
-    gathered so that every rank computes the same history.
+    Under ``torch.distributed``, each rank runs its shard of the probe set and every rank
+    computes the same history: below ``distributed_min_points`` inputs the activations are
+    gathered to every rank and each builds the graphs; from there on the graphs are built
+    across the ranks (:func:`sharded_probe_graphs`) and only the reduced points and the graphs
+    are gathered.
 
     Devices: the activations stay on the model's device and the graphs are built there (CUDA
     tensors take the operators' device-generic path); only per-node metrics and summaries
@@ -288,7 +372,8 @@ class GeometryTracker:
                  labels: Optional[torch.Tensor] = None, k: int = 25, kernel: str = "cosine",
                  reduce: Optional[str] = None, every: int = 1, max_points: int = 2000,
                  batch_size: int = 500, progress: Optional[bool] = None, seed: int = 0,
-                 alpha: float = 0.05, candidate_metric: str = "kernel"):
+                 alpha: float = 0.05, candidate_metric: str = "kernel",
+                 distributed_min_points: Optional[int] = DISTRIBUTED_MIN_POINTS):
         if isinstance(layers, str):
             layers = [layers]
         if not isinstance(every, int) or every <= 0:
@@ -308,6 +393,9 @@ class GeometryTracker:
         self.every = every
         self.batch_size = batch_size
         self.progress = default_progress(progress)
+        self.distributed_min_points = distributed_min_points
+        self._kernel, self._candidate_metric, self._k = kernel, candidate_metric, int(k)
+        self._reduce = _C.DEFAULT_REDUCE if reduce is None else reduce
         options = _C.TrackerOptions()
         options.k, options.kernel, options.alpha = int(k), kernel, float(alpha)
         options.candidate_metric = candidate_metric
@@ -334,6 +422,10 @@ class GeometryTracker:
         return capture_probe(self.model, self.layers, self.probe_x, self.batch_size,
                              progress=self.progress, desc="geometry probe")
 
+    def _sharded(self) -> bool:
+        return _sharded_graphs_enabled(self.probe_x.shape[0], self.distributed_min_points,
+                                       self._kernel, self._candidate_metric)
+
     def on_epoch_end(self, epoch: int) -> Optional[List[dict]]:
         """Measures the geometry at the end of ``epoch`` (if ``epoch % every == 0``).
 
@@ -344,11 +436,17 @@ class GeometryTracker:
             return None
         if self._core.last_epoch == epoch:  # already recorded: no second probe pass
             return self._core.step(int(epoch), {})
-        acts = self.capture()
+        if self._sharded():
+            _, acts, graphs = sharded_probe_graphs(
+                self.model, self.layers, self.probe_x, self._k, self._reduce, self.batch_size,
+                progress=self.progress, desc="geometry probe")
+            graphs = {name: g for name, g in graphs.items() if g is not None}
+        else:
+            acts, graphs = self.capture(), {}
         try:
-            return self._core.step(int(epoch), acts)
+            return self._core.step(int(epoch), acts, graphs)
         finally:
-            del acts
+            del acts, graphs
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         """The tracker's state as tensors (for ``torch.save`` with a checkpoint): the

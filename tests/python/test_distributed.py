@@ -193,3 +193,88 @@ def test_knn_merge_against_brute_force():
         torch.ops.torch_geometry._knn_merge(q, qid, p, pid[:5], rows, k)
     with pytest.raises(RuntimeError, match="dtype of queries"):
         torch.ops.torch_geometry._knn_merge(q, qid, p.float(), pid, rows, k)
+
+
+# ------------------------------------------------------------------ tracker and early stopping
+_TRACK_WORKER = r"""
+import json, os, sys, torch, torch.distributed as dist
+sys.path.insert(0, os.environ["TEST_DIR"])
+from test_distributed import _track_run
+import torch_geometry.distributed as tgd
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+calls = []
+real = tgd.nnk_graph
+def counted(*a, **kw):
+    calls.append(a[0].shape[0])
+    return real(*a, **kw)
+tgd.nnk_graph = counted
+sharded = _track_run(100)
+n_sharded = len(calls)
+gathered = _track_run(None)
+torch.save({"sharded": sharded, "gathered": gathered, "calls": calls[:n_sharded],
+            "calls_after": calls[n_sharded:]}, f"{out}.{rank}")
+dist.destroy_process_group()
+os._exit(0)
+"""
+
+
+def _track_run(distributed_min_points):
+    """A small CNN, a probe of 230 Fashion-MNIST images (not divisible by 4 ranks), a tracker
+    on two layers and layer-mode early stopping, over two 'epochs' (the weights scaled).
+    Returns (history, scores per check)."""
+    import torch.nn as nn
+    from torch_geometry.callbacks import NNKEarlyStopping
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 5, stride=3)
+            self.fc1 = nn.Linear(4 * 8 * 8, 16)
+            self.fc2 = nn.Linear(16, 10)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return self.fc2(torch.relu(self.fc1(h.flatten(1))))
+
+    torch.manual_seed(0)
+    x, y = load_fashion_mnist("train", n=230, flatten=False)
+    model = Net()
+    opts = dict(k=8, progress=False, distributed_min_points=distributed_min_points)
+    tracker = tg.GeometryTracker(model, ["conv", "fc1"], (x, y), max_points=10 ** 6, **opts)
+    es = NNKEarlyStopping(model, "fc1", (x, y), mode="layer", max_points=None, verbose=False,
+                          **opts)
+    scores = []
+    for epoch in range(2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.0 + 0.05 * (epoch + 1))
+        tracker.on_epoch_end(epoch)
+        es.step(epoch)
+        scores.append(es.last_scores)
+    return tracker.history, scores
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_tracker_and_layer_early_stopping_build_the_graph_across_ranks(tmp_path, world):
+    # From distributed_min_points on, the graphs come from distributed.nnk_graph on each
+    # rank's block of the probe (once per layer per epoch for the tracker, once per check for
+    # early stopping, each on that rank's rows only); the history and the scores equal, bit
+    # for bit, those of the gathering path (every activation gathered to every rank), which
+    # runs the same forward passes. Against one process they agree to float32 rounding
+    # only: a forward pass over a smaller batch may round differently.
+    ref_history, ref_scores = _track_run(None)
+    out = run_ranks(tmp_path, _TRACK_WORKER, world=world, timeout=300)
+    blocks = [b.numel() for b in torch.arange(230).tensor_split(world)]
+    for r in range(world):
+        res = torch.load(f"{out}.{r}")
+        assert res["calls"] == [blocks[r]] * 6, res["calls"]   # 2 epochs x (2 layers + 1)
+        assert res["calls_after"] == []                         # the gathering path: none
+        (hist, scores), (g_hist, g_scores) = res["sharded"], res["gathered"]
+        assert hist == g_hist and scores == g_scores
+        assert len(hist) == len(ref_history)
+        for a, b in zip(hist, ref_history):
+            assert (a["epoch"], a["layer"], a["metric"]) == (b["epoch"], b["layer"], b["metric"])
+            assert a["mean"] == pytest.approx(b["mean"], rel=1e-3, abs=1e-3), (a, b)
+        for a, b in zip(scores, ref_scores):
+            assert a == pytest.approx(b, abs=0.01)

@@ -95,15 +95,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(
           "step",
           [](hk::GeometryTracker& self, int64_t epoch,
-             const std::map<std::string, at::Tensor>& acts) {
+             const std::map<std::string, at::Tensor>& acts,
+             const std::map<std::string, hk::GeometryTracker::Graph>& graphs) {
             std::vector<hk::HistoryRow> rows;
             {
               py::gil_scoped_release release;
-              rows = self.step(epoch, acts);
+              rows = self.step(epoch, acts, graphs);
             }
             return rows_to_list(rows);
           },
-          py::arg("epoch"), py::arg("activations"))
+          py::arg("epoch"), py::arg("activations"),
+          py::arg("graphs") = std::map<std::string, hk::GeometryTracker::Graph>{})
       .def_property_readonly("history",
                              [](const hk::GeometryTracker& self) {
                                std::vector<hk::HistoryRow> rows;
