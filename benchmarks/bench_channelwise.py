@@ -11,6 +11,8 @@ row                 what is timed
 ==================  ==========================================================================
 train_epoch         one training epoch of the example CNN (``examples/fashion_mnist.py``,
                     ``FashionCNN``, Adam, batch 64) on N Fashion-MNIST training images
+train_epoch[study]  one epoch of the early-stopping study's much smaller ``StudyCNN``
+                    (``examples/early_stopping_study.py``, Adam, batch 128), for scale
 check[<metric>]     ``NNKEarlyStopping``'s channel-mode scoring (C++ core) of the activations
                     [N, 32, 7, 7], one row per candidate metric this build has
 naive_knn           a naive reference for the candidate search alone: per channel, rows
@@ -54,6 +56,7 @@ from torch_geometry import _C  # noqa: E402
 from torch_geometry.datasets import load_fashion_mnist  # noqa: E402
 from torch_geometry.tracking import capture_probe  # noqa: E402
 from fashion_mnist import FashionCNN, train_one_epoch  # noqa: E402
+import early_stopping_study as study  # noqa: E402
 
 
 def candidate_metrics() -> list:
@@ -112,10 +115,19 @@ def main() -> int:
         train_one_epoch(model, optimizer, x, y, 64, gen, progress=False)
         epoch_times.append(time.perf_counter() - t0)
     train_epoch = statistics.median(epoch_times)
+    small, small_opt = study.StudyCNN(), None
+    small_opt = torch.optim.Adam(small.parameters(), lr=1e-3)
+    small_times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        study.train_one_epoch(small, small_opt, x, y, 128, gen)
+        small_times.append(time.perf_counter() - t0)
 
     relu2 = capture_probe(model, ["relu2"], x, 500, progress=False)["relu2"]
     acts = F.adaptive_max_pool2d(relu2, args.side).contiguous()
-    rows = [{"row": "train_epoch", "seconds": train_epoch, "runs": epoch_times}]
+    rows = [{"row": "train_epoch", "seconds": train_epoch, "runs": epoch_times},
+            {"row": "train_epoch[study]", "seconds": statistics.median(small_times),
+             "runs": small_times}]
     print(f"activations {tuple(acts.shape)}; train_epoch {train_epoch:.2f} s", flush=True)
 
     for metric in candidate_metrics():
@@ -133,8 +145,10 @@ def main() -> int:
     rows.append({"row": "naive_knn", "seconds": sec, "runs": runs})
     print(f"naive_knn {sec:.2f} s = {sec / train_epoch:.2f} epochs", flush=True)
 
+    small_epoch = rows[1]["seconds"]
     for r in rows:
         r["epochs"] = r["seconds"] / train_epoch
+        r["study_epochs"] = r["seconds"] / small_epoch
     result = {"n": args.n, "channels": int(acts.shape[1]), "side": args.side, "k": args.k,
               "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
               "machine": platform.machine(), "rows": rows}
@@ -155,11 +169,12 @@ def markdown(result: dict, argv: str) -> str:
         "kernel. Wall-clock seconds on a shared machine: read the ratios (measured in the same "
         "run), not the absolute times.",
         "",
-        "| row | seconds | training epochs |",
-        "|---|---:|---:|",
+        "| row | seconds | epochs of the example CNN | epochs of the study CNN |",
+        "|---|---:|---:|---:|",
     ]
     for r in result["rows"]:
-        lines.append(f"| {r['row']} | {r['seconds']:.2f} | {r['epochs']:.2f} |")
+        small = f"{r['study_epochs']:.2f}" if "study_epochs" in r else "-"
+        lines.append(f"| {r['row']} | {r['seconds']:.2f} | {r['epochs']:.2f} | {small} |")
     lines.append("")
     return "\n".join(lines)
 

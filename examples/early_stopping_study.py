@@ -359,6 +359,11 @@ def method_table(run: dict, cfg: dict) -> Dict[str, dict]:
     for p in PATIENCES:
         add(f"nnk-layer p{p}", [r[f"nnk_relu3_k{k0}"] for r in a], acc_a, p)
         add(f"nnk-layer auto p{p}", [r[f"nnk_relu3_k{k0}"] for r in a], acc_a, p, "auto")
+        if f"nnk_relu2_k{k0}" in a[0]:      # the same rule on the last conv block
+            add(f"nnk-conv p{p}", [r[f"nnk_relu2_k{k0}"] for r in a], acc_a, p)
+            add(f"nnk-conv auto p{p}", [r[f"nnk_relu2_k{k0}"] for r in a], acc_a, p, "auto")
+        if f"knn_relu3_k{k0}" in a[0]:      # a plain kNN vote instead of NNK
+            add(f"knn-layer p{p}", [r[f"knn_relu3_k{k0}"] for r in a], acc_a, p)
         add(f"val-error p{p}", [r["val_err"] for r in b], acc_b, p)
         add(f"val-loss p{p}", [r["val_loss"] for r in b], acc_b, p)
         add(f"train-acc plateau p{p}", [r["train_acc"] for r in a], acc_a, p, lower=False)
@@ -418,11 +423,13 @@ def analyse(log: dict) -> dict:
         pairs = []
         for p in PATIENCES:
             ref = f"val-error p{p}"
-            for m in (f"nnk-layer p{p}", f"nnk-layer auto p{p}", f"val-loss p{p}",
+            for m in (f"nnk-layer p{p}", f"nnk-layer auto p{p}", f"nnk-conv p{p}",
+                      f"nnk-conv auto p{p}", f"knn-layer p{p}", f"val-loss p{p}",
                       f"train-acc plateau p{p}", f"holdout-retrain p{p}"):
                 pairs.append((m, ref))
-            pairs.append((f"nnk-layer p{p}", f"holdout-retrain p{p}"))
-            pairs.append((f"nnk-layer auto p{p}", f"holdout-retrain p{p}"))
+            for m in (f"nnk-layer p{p}", f"nnk-layer auto p{p}", f"nnk-conv p{p}",
+                      f"nnk-conv auto p{p}"):
+                pairs.append((m, f"holdout-retrain p{p}"))
         for m in names:
             if m.startswith("cw-deepnnk") or m == "fixed budget":
                 pairs += [(m, "val-error p10"), (m, "holdout-retrain p10")]
@@ -487,6 +494,13 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
         f"kernel, {cfg['candidate_metric']} candidates, nodes = {n_nodes} training images "
         f"(the first of each class, stratified), k = {', '.join(map(str, cfg['k']))}. Methods "
         f"return the model of their last improving epoch (also when the budget runs out).", "",
+        "Methods: `nnk-layer` = the DeepNNK rule on the NNK LOO error of the penultimate layer "
+        "(relu3), `nnk-conv` = the same on the last conv block (relu2, flattened), `knn-layer` "
+        "= the same rule on a plain kNN vote (relu3), `auto` = `min_delta=\"auto\"` (else 0), "
+        "`pN` = patience N epochs; `val-error` / `val-loss` watch Run B's held-out 10 %, "
+        "`holdout-retrain` takes val-error's epoch from Run A (trained on 100 %), "
+        "`train-acc plateau` is a control that knows nothing about generalisation, "
+        "`cw-deepnnk` is Run C, `fixed budget` the last epoch of Run A.", "",
         DEVIATIONS_HEADING, "", DEVIATIONS_PLACEHOLDER, "",
     ]
     for g, rows in res["methods"].items():
@@ -521,9 +535,10 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
     lines += ["", "## Trajectories (Run A, mean over seeds)", "",
               "| noise | signal | " + " | ".join(str(e) for e in range(1, cfg["max_epochs"] + 1))
               + " |", "|---|---|" + "---|" * cfg["max_epochs"]]
-    for noise in cfg["noise"]:
+    for noise in sorted({r["noise"] for r in log["runs"]}):
         runs = [r for r in log["runs"] if r["noise"] == noise]
-        for key in ("test_acc", "train_acc", f"nnk_relu3_k{k0}", f"knn_relu3_k{k0}"):
+        for key in ("test_acc", "train_acc", f"nnk_relu3_k{k0}", f"nnk_relu2_k{k0}",
+                    f"knn_relu3_k{k0}"):
             means = [statistics.mean(r["A"]["curve"][e][key] for r in runs)
                      for e in range(cfg["max_epochs"])]
             lines.append(f"| {int(round(100 * noise))} % | {key} | "

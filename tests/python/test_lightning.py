@@ -117,6 +117,38 @@ def test_stop_epoch_on_a_flat_score(tmp_path, mode, patience, check_every, stop)
     assert trainer.current_epoch == stop + 1  # the stop epoch was the last one trained
 
 
+def test_fit_end_without_a_stop_returns_the_last_improvement_model(tmp_path):
+    # The budget ends before any channel runs out of patience: at fit end the module is
+    # back at its state (parameters and buffers) of the last check at which a channel improved.
+    x, y = _digits(400)
+    torch.manual_seed(0)
+    model = Classifier(lr=0.3)
+    cb = NNKEarlyStopping("net.1", (x[:300], y[:300]), mode="channel", patience=50, k=10,
+                          verbose=False)
+    states = {}
+
+    # Scripted scores of the 6 channels: the last improvement is at epoch 1.
+    script = [[0.5] * 6, [0.4] * 6, [0.45] * 6, [0.41] * 6, [0.42] * 6]
+
+    class Record(L.Callback):
+        def on_fit_start(self, trainer, pl_module):       # after cb created its stopper
+            cb.stopper._score = lambda acts: list(script[trainer.current_epoch])
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            states[trainer.current_epoch] = {k: v.clone() for k, v in
+                                             pl_module.state_dict().items()}
+
+    trainer = _trainer(tmp_path, 5, [cb, Record()])
+    trainer.fit(model, _loader(x, y))
+    last = cb.stopper.last_improvement_epoch
+    assert cb.stopped_epoch == -1                  # this callback did not stop training
+    assert cb.stopper.stopped_epoch == 4 and "budget ended" in cb.stopper.stop_reason
+    assert last == 1
+    for key, value in states[last].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert not torch.equal(states[4]["net.0.weight"], states[last]["net.0.weight"])
+
+
 def _state_equal(a, b):
     assert sorted(a) == sorted(b)
     for key in a:
