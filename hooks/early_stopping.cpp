@@ -273,7 +273,7 @@ bool NNKEarlyStopping::finish(int64_t epoch) {
   TORCH_CHECK(epoch >= 0, "NNKEarlyStopping.finish: epoch should be >= 0, got ", epoch);
   stopped_epoch_ = epoch;
   const bool restore = improved_epoch_ >= 0 && keeps_improved_snapshots();
-  stop_reason_ = "the training budget ended at epoch " + std::to_string(epoch) +
+  stop_reason_ = "training ended at epoch " + std::to_string(epoch) +
                  (checks_ == 0 ? " before the first check" : " before a stop");
   if (restore) restore_on_stop();
   return restore;

@@ -116,7 +116,7 @@ class NNKEarlyStopping {
   // returns to what restore_on_stop names, as at a stop ("last_improvement": its state at
   // the last check at which any channel, or the layer, improved; the published channel-wise
   // method returns that model whether or not every channel froze), and the object reads as
-  // stopped (stopped_epoch() = epoch, stop_reason() says the budget ended). Nothing is
+  // stopped (stopped_epoch() = epoch, stop_reason() says training ended there). Nothing is
   // restored before the first check or with restore_on_stop "none". Returns true when the
   // watched tensors were restored; after a stop it does nothing and returns false.
   bool finish(int64_t epoch);

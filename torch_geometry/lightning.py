@@ -136,6 +136,11 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
         layer (str): dotted module name of the LightningModule.
         probe (Tensor, (Tensor, Tensor) or DataLoader): probe inputs and labels (training data).
         labels (Tensor[N], optional): labels when ``probe`` carries none.
+        finish_at_fit_end (bool): when fitting ends without a stop by this callback (the
+            epoch budget ran out), call :meth:`torch_geometry.NNKEarlyStopping.finish`: the
+            module returns to what ``restore_on_stop`` names, as the published method returns
+            its last-improvement model. Checkpoints saved during the fit hold the state
+            before it, so resuming from them continues the run. (default: True)
         **options: passed on to :class:`torch_geometry.NNKEarlyStopping` (``mode``,
             ``patience``, ``min_delta`` (a number or ``"auto"``), ``smoothing``,
             ``check_every``, ``k``, ``candidate_metric``, ``restore_best_weights``,
@@ -155,13 +160,14 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
     """
 
     def __init__(self, layer: str, probe: Probe, labels: Optional[torch.Tensor] = None,
-                 **options: Any):
+                 finish_at_fit_end: bool = True, **options: Any):
         self.layer = layer
+        self.finish_at_fit_end = bool(finish_at_fit_end)
         self.probe, self.labels = probe, labels
         self.options = options
         self.stopper: Optional[_callbacks.NNKEarlyStopping] = None
         self.stopped_epoch = -1
-        self._last_epoch = 0
+        self._last_epoch: Optional[int] = None
 
     @property
     def state_key(self) -> str:
@@ -173,6 +179,7 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
         options.setdefault("optimizer", optimizers[0] if len(optimizers) == 1 else None)
         self.stopper = _callbacks.NNKEarlyStopping(pl_module, self.layer, self.probe,
                                                    self.labels, **options)
+        self._last_epoch = None         # no epoch trained in this fit yet
         self._restore_pending()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -193,8 +200,10 @@ class NNKEarlyStopping(_CheckpointedState, Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.stopper is not None:
             # The budget ran out without a stop: the model returns to what restore_on_stop
-            # names, as at a stop (a no-op after this callback stopped training).
-            self.stopper.finish(self._last_epoch)
+            # names, as at a stop (a no-op after this callback stopped training, and when
+            # this fit trained no epoch).
+            if self.finish_at_fit_end and self._last_epoch is not None:
+                self.stopper.finish(self._last_epoch)
             self.stopper.remove()
 
     def _stateful(self):

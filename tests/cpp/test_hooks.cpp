@@ -471,7 +471,7 @@ TEST(NNKEarlyStoppingCpp, FinishAtTheBudgetRestoresTheLastImprovement) {
   EXPECT_TRUE(stopper.finish(3));
   EXPECT_TRUE(stopper.should_stop());
   EXPECT_EQ(stopper.stopped_epoch(), 3);
-  EXPECT_NE(stopper.stop_reason().find("budget ended at epoch 3"), std::string::npos);
+  EXPECT_NE(stopper.stop_reason().find("training ended at epoch 3"), std::string::npos);
   EXPECT_TRUE(torch::equal(weight, torch::full({2, 3}, 3.0)));
   EXPECT_TRUE(torch::equal(other, torch::full({4}, 3.0)));
   weight.fill_(7.0);

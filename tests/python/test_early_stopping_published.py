@@ -164,7 +164,7 @@ def test_finish_at_the_budget_returns_the_last_improvement_model(monkeypatch):
     assert es.stopped_epoch == -1 and not es._core.should_stop
     assert not torch.equal(model.conv.weight, states[4]["conv.weight"])
     assert es.finish(5) is True
-    assert es.stopped_epoch == 5 and "budget ended at epoch 5" in es.stop_reason
+    assert es.stopped_epoch == 5 and "training ended at epoch 5" in es.stop_reason
     for name, value in states[4].items():
         assert torch.equal(model.state_dict()[name], value), name
     assert es.step(6) is True          # stopped: nothing more is checked

@@ -142,11 +142,21 @@ def test_fit_end_without_a_stop_returns_the_last_improvement_model(tmp_path):
     trainer.fit(model, _loader(x, y))
     last = cb.stopper.last_improvement_epoch
     assert cb.stopped_epoch == -1                  # this callback did not stop training
-    assert cb.stopper.stopped_epoch == 4 and "budget ended" in cb.stopper.stop_reason
+    assert cb.stopper.stopped_epoch == 4 and "training ended at epoch 4" in cb.stopper.stop_reason
     assert last == 1
     for key, value in states[last].items():
         assert torch.equal(model.state_dict()[key], value), key
     assert not torch.equal(states[4]["net.0.weight"], states[last]["net.0.weight"])
+    # finish_at_fit_end=False leaves the module as the last epoch left it.
+    torch.manual_seed(0)
+    model = Classifier(lr=0.3)
+    cb = NNKEarlyStopping("net.1", (x[:300], y[:300]), mode="channel", patience=50, k=10,
+                          verbose=False, finish_at_fit_end=False)
+    states.clear()
+    _trainer(tmp_path, 5, [cb, Record()]).fit(model, _loader(x, y))
+    assert cb.stopper.stopped_epoch == -1
+    for key, value in states[4].items():
+        assert torch.equal(model.state_dict()[key], value), key
 
 
 def _state_equal(a, b):
@@ -159,8 +169,10 @@ def _fit_with_checkpoints(tmp_path, name, max_epochs, ckpt_path=None):
     x, y = _digits()
     torch.manual_seed(0)
     model = Classifier(lr=0.3)
+    # finish_at_fit_end=False: the interrupted fit keeps its last state in memory, which is
+    # what this test compares with the checkpoint (finish() is tested on its own below).
     cb = NNKEarlyStopping("net.1", (x[:300], y[:300]), mode="channel", patience=2, k=10,
-                          verbose=False)
+                          verbose=False, finish_at_fit_end=False)
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / name), save_last=True, every_n_epochs=1)
     trainer = _trainer(tmp_path, max_epochs, [cb, ckpt], enable_checkpointing=True)
     trainer.fit(model, _loader(x, y), ckpt_path=ckpt_path)
@@ -239,6 +251,7 @@ DDP_SCRIPT = textwrap.dedent("""
         with open(f"{out}.{trainer.global_rank}.json", "w") as f:
             json.dump({"stopped_epoch": stop.stopped_epoch,
                        "own_stop": stop.stopper.stopped_epoch,
+                       "reason": stop.stopper.stop_reason,
                        "current_epoch": trainer.current_epoch,
                        "history": track.tracker.history}, f)
 """)
@@ -259,7 +272,10 @@ def test_ddp_ranks_stop_at_the_same_epoch(tmp_path):
             ranks.append(json.load(f))
     # rank 0 (patience 2) stops itself at epoch 2; rank 1 (patience 4) is stopped with it
     assert [r["stopped_epoch"] for r in ranks] == [2, 2]
-    assert [r["own_stop"] for r in ranks] == [2, -1]
+    # Rank 1 did not stop on its own: training ended for it at epoch 2 (finish() at fit end).
+    assert [r["own_stop"] for r in ranks] == [2, 2]
+    assert "has not improved" in ranks[0]["reason"]
+    assert "training ended at epoch 2" in ranks[1]["reason"]
     assert [r["current_epoch"] for r in ranks] == [3, 3]
     # both ranks computed the same geometry from the gathered probe activations
     assert json.dumps(ranks[0]["history"]) == json.dumps(ranks[1]["history"])  # NaN-safe
