@@ -300,6 +300,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(stop_note, flush=True)
             break
 
+    restored_at_end = False
+    if stopper is not None and epochs and not stop:
+        # The budget ran out first: the model returns to the last check at which a channel
+        # (or the layer) improved, as at a stop (the published rule).
+        restored_at_end = stopper.finish(epochs[-1]["epoch"])
+        if restored_at_end:
+            stop_note = (f"the epoch budget ended at epoch {epochs[-1]['epoch']}; model "
+                         f"restored to epoch {stopper.last_improvement_epoch}, the last check "
+                         f"at which NNK early stopping saw an improvement")
+            print(stop_note, flush=True)
     if stopper is not None:
         if stopper.conv_name:
             frozen = stopper.frozen_channels
@@ -312,7 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stop_note = note if stop_note is None else stop_note + "\n" + note
         stopper.remove()
 
-    final_test_acc = epochs[-1]["test_acc"] if epochs else evaluate(model, x_test, y_test)
+    final_test_acc = (epochs[-1]["test_acc"] if epochs and not restored_at_end
+                      else evaluate(model, x_test, y_test))
     tracker.to_json(os.path.join(run_dir, "history.json"))
     tracker.to_csv(os.path.join(run_dir, "history.csv"))
     tracker.plot(os.path.join(run_dir, "geometry.png"))
