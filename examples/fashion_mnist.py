@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "raw activations, as the published DeepNNK method)")
     p.add_argument("--min-delta", type=float, default=0.0,
                    help="early stopping: an improvement must lower loo_error by more than this")
+    p.add_argument("--es-reduce", choices=["avgpool", "flatten"], default=None,
+                   help="early stopping, 'layer' mode on conv maps: how they become vectors "
+                        "(default: the package's, avgpool)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars (also off when stderr is not a terminal)")
     return p
 
@@ -254,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             model, args.es_layer, (tracker.probe_x, tracker.probe_y), mode=args.early_stopping,
             patience=args.patience, min_delta=args.min_delta, k=args.k, optimizer=optimizer,
             max_points=args.probe_size, seed=args.seed, candidate_metric=args.candidate_metric,
-            verbose=True)
+            reduce=args.es_reduce if args.early_stopping == "layer" else None, verbose=True)
         print(f"NNK early stopping: mode {args.early_stopping} on {args.es_layer}"
               + (f" (channels of {stopper.conv_name})" if stopper.conv_name else "")
               + f", patience {args.patience}, min_delta {args.min_delta}, "
