@@ -11,8 +11,7 @@ import torch.nn as nn
 from . import _compat
 from ._ops import ensure_loaded
 from .tracking import DISTRIBUTED_MIN_POINTS, Probe, capture_probe, default_progress, \
-    materialize_probe, resolve_layers, run_probe, sharded_probe_graphs, \
-    _sharded_graphs_enabled
+    materialize_probe, resolve_layers, run_probe, _block_of_rank, _sharded_graphs_enabled
 
 _C = ensure_loaded()
 
@@ -180,18 +179,17 @@ class NNKEarlyStopping:
             ``"avgpool"``, as for :class:`~torch_geometry.GeometryTracker`)
         progress (bool, optional): tqdm bar during the probe pass. (default: on when stderr
             is a terminal)
-        distributed_min_points (int, optional): layer mode under torch.distributed: a probe
-            of at least this many inputs is scored on a graph built across the ranks
-            (:func:`torch_geometry.distributed.nnk_graph`, the exact search as a ring over
-            the shards; each rank scores its own rows and the errors are summed), with no
-            activations gathered; the score equals the single-process one. Needs the cosine
-            kernel and ``candidate_metric="kernel"``. None = never. (default: 20000)
+        distributed_min_points (int, optional): under torch.distributed, a probe of at least
+            this many inputs is scored on graphs built across the ranks (the layer's, or one
+            per channel; :func:`torch_geometry.distributed.nnk_graph`, the exact search as a
+            ring over the shards; each rank scores its own rows and the errors are summed),
+            with no activations gathered; the scores equal the single-process ones. Needs the
+            cosine kernel and ``candidate_metric="kernel"``. None = never. (default: 20000)
 
     Under ``torch.distributed`` every rank probes its shard, the activations are gathered,
     and the decision is taken on rank 0's scores (broadcast), so every rank freezes the same
-    channels and stops at the same epoch even where their kernels round differently (layer
-    mode from ``distributed_min_points`` probe inputs: the sharded graph above, no gather;
-    channel mode always gathers).
+    channels and stops at the same epoch even where their kernels round differently (from
+    ``distributed_min_points`` probe inputs: the sharded graphs above, no gather).
 
     Attributes:
         frozen_channels (list[int]), stopped_epoch (int, -1 while running), best_score
@@ -319,36 +317,31 @@ class NNKEarlyStopping:
 
     def _sharded(self) -> bool:
         o = self._core.options
-        return o.mode == "layer" and _sharded_graphs_enabled(
-            self.probe_x.shape[0], self.distributed_min_points, o.kernel, o.candidate_metric)
+        return _sharded_graphs_enabled(self.probe_x.shape[0], self.distributed_min_points,
+                                       o.kernel, o.candidate_metric)
 
     def _sharded_score(self) -> List[float]:
-        """Layer mode, probe sharded over the ranks: the LOO error of the graph built across
-        them. Each rank's rows are scored against the full label vector and the 0/1 errors
-        summed over the ranks (exact in float64), so every rank gets the single-process
-        score."""
-        import torch.distributed as dist
-
+        """The scores of a check with the probe sharded over the ranks: each rank runs its
+        block of the probe, builds the graph(s) of the layer (layer mode) or of every channel
+        (channel mode) across the ranks, scores its own rows, and the 0/1 errors are summed
+        over the ranks: the single-process scores, with no activations gathered."""
         o = self._core.options
-        index, points, graphs = sharded_probe_graphs(
-            self.model, [self.layer], self.probe_x, int(o.k), o.reduce, self.batch_size,
-            progress=self.progress, desc="nnk early stopping", gather=False)
         n = self.probe_x.shape[0]
-        g = graphs[self.layer]
-        total = torch.zeros(1, dtype=torch.float64, device=points[self.layer].device)
-        if g is None:                        # non-finite activations on some rank
-            return [float("nan")]
-        nbr, w, _ = g
-        if index.numel():
-            # The op scores a graph on all N nodes: this rank's rows in place, others empty.
-            full_n = torch.full((n, nbr.shape[1]), -1, dtype=torch.long)
-            full_w = torch.zeros((n, nbr.shape[1]), dtype=w.dtype)
-            full_n[index], full_w[index] = nbr.cpu(), w.cpu()
-            hard, _ = torch.ops.torch_geometry.nnk_loo_error(
-                full_n, full_w, self.probe_y.cpu(), int(self.probe_y.max()) + 1)
-            total += hard[index].sum().to(total.device)
-        dist.all_reduce(total)
-        return [float(total.item() / n)]
+        index = _block_of_rank(n)
+        acts = run_probe(self.model, [self.layer], self.probe_x[index], self.batch_size,
+                         progress=self.progress, desc="nnk early stopping")[self.layer]
+        if o.mode == "layer":
+            points = [_C.reduce_activations(acts, o.reduce)]
+        else:
+            if acts.dim() < 3:
+                raise RuntimeError(
+                    f"NNKEarlyStopping: channel mode needs conv activations [N, C, H, W], "
+                    f"layer {self.layer!r} outputs shape {tuple(acts.shape)}")
+            a = acts.detach()
+            if a.dtype not in (torch.float32, torch.float64):
+                a = a.float()                   # as the core scores float16/bfloat16
+            points = [a[:, c].reshape(a.shape[0], -1) for c in range(a.shape[1])]
+        return _sharded_loo_errors(points, index, n, self.probe_y, int(o.k))
 
     def step(self, epoch: int) -> bool:
         """Checks the probe set at the end of ``epoch`` (every ``check_every`` epochs).
@@ -458,11 +451,47 @@ class NNKEarlyStopping:
         self.enforce()
 
 
+def _sharded_loo_errors(points: List[torch.Tensor], index: torch.Tensor, n: int,
+                        labels: torch.Tensor, k: int) -> List[float]:
+    """Mean NNK leave-one-out errors of graphs built across the ranks of torch.distributed.
+
+    ``points[i]`` holds this rank's rows (probe positions ``index`` of ``n``) of the i-th
+    point set; each graph comes from :func:`torch_geometry.distributed.nnk_graph` (cosine
+    kernel), each rank scores its own rows against the full ``labels`` and the 0/1 errors are
+    summed over the ranks (exact in float64), so every rank returns the single-process means.
+    Non-finite points on any rank give NaN for that set (every rank agrees)."""
+    import torch.distributed as dist
+
+    from . import distributed as tg_dist
+
+    y = labels.cpu()
+    num_classes = int(y.max()) + 1
+    finite = torch.tensor([1.0 if bool(torch.isfinite(p).all()) else 0.0 for p in points],
+                          dtype=torch.float64)
+    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    sums = torch.zeros(len(points), dtype=torch.float64)
+    for i, p in enumerate(points):
+        if finite[i] < 1:
+            continue
+        g = tg_dist.nnk_graph(p.contiguous(), k)
+        if index.numel():
+            # The op scores a graph on all n nodes: this rank's rows in place, others empty.
+            nbr = torch.full((n, g.neighbors.shape[1]), -1, dtype=torch.long)
+            w = torch.zeros((n, g.neighbors.shape[1]), dtype=g.weights.dtype)
+            nbr[index], w[index] = g.neighbors.cpu(), g.weights.cpu()
+            hard, _ = torch.ops.torch_geometry.nnk_loo_error(nbr, w, y, num_classes)
+            sums[i] = hard[index].sum()
+    dist.all_reduce(sums)
+    return [float("nan") if finite[i] < 1 else float(sums[i] / n) for i in range(len(points))]
+
+
 def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[torch.Tensor] = None,
                   layer: str = "", k: int = 25, kernel: str = "cosine",
                   reduce: Optional[str] = None,
                   max_points: Optional[int] = 2000, batch_size: int = 500, seed: int = 0,
-                  candidate_metric: str = "kernel") -> List[Tuple[str, float]]:
+                  candidate_metric: str = "kernel",
+                  distributed_min_points: Optional[int] = DISTRIBUTED_MIN_POINTS
+                  ) -> List[Tuple[str, float]]:
     """Ranks models (or checkpoints) by the NNK leave-one-out error of ``layer``'s activations
     on a probe set of *training* data: no validation data needed.
 
@@ -484,6 +513,10 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
         candidate_metric (str): ``"kernel"`` or ``"euclidean"`` (L2 ranking of each node's
             candidates on the reduced activations, as the published DeepNNK code).
             (default: ``"kernel"``)
+        distributed_min_points (int, optional): under torch.distributed, from this many
+            probe inputs each model's graph is built across the ranks and each rank scores
+            its block of the probe (nothing gathered; cosine kernel, kernel-ranked
+            candidates). None = never. (default: 20000)
 
     Returns:
         list[(name, loo_error)], lowest error first.
@@ -496,11 +529,24 @@ def select_models(models: Dict[str, nn.Module], probe: Probe, labels: Optional[t
     keep = x.shape[0] if max_points is None else int(max_points)
     subset = _C.probe_subset(x.shape[0], keep, y, int(seed))
     x, y = x[subset], y[subset]
+    reduce = _C.DEFAULT_REDUCE if reduce is None else reduce
+    if _sharded_graphs_enabled(x.shape[0], distributed_min_points, kernel, candidate_metric):
+        # Each model's graph built across the ranks; nothing gathered (see NNKEarlyStopping).
+        index = _block_of_rank(x.shape[0])
+        scored = []
+        for name, model in models.items():
+            resolve_layers(model, [layer])
+            acts = run_probe(model, [layer], x[index], batch_size)[layer]
+            err = _sharded_loo_errors([_C.reduce_activations(acts, reduce)], index,
+                                      x.shape[0], y, int(k))[0]
+            if err != err:
+                raise RuntimeError(f"rank_models: model \"{name}\" has non-finite activations")
+            scored.append((name, err))
+        return sorted(scored, key=lambda t: t[1])       # stable: ties keep their order
     names, acts = [], []
     for name, model in models.items():
         resolve_layers(model, [layer])
         acts.append(capture_probe(model, [layer], x, batch_size)[layer])
         names.append(name)
-    reduce = _C.DEFAULT_REDUCE if reduce is None else reduce
     return [(n, float(e)) for n, e in _C.rank_models(names, acts, y, int(k), kernel, reduce,
                                                       candidate_metric)]

@@ -244,6 +244,9 @@ def _track_run(distributed_min_points):
     tracker = tg.GeometryTracker(model, ["conv", "fc1"], (x, y), max_points=10 ** 6, **opts)
     es = NNKEarlyStopping(model, "fc1", (x, y), mode="layer", max_points=None, verbose=False,
                           **opts)
+    cw = NNKEarlyStopping(model, "conv", (x, y), mode="channel", max_points=None,
+                          verbose=False, **opts)
+    other = Net()                      # a second model for select_models
     scores = []
     for epoch in range(2):
         with torch.no_grad():
@@ -251,8 +254,11 @@ def _track_run(distributed_min_points):
                 p.mul_(1.0 + 0.05 * (epoch + 1))
         tracker.on_epoch_end(epoch)
         es.step(epoch)
-        scores.append(es.last_scores)
-    return tracker.history, scores
+        cw.step(epoch)
+        scores.append(es.last_scores + cw.last_scores)
+    ranked = tg.select_models({"a": model, "b": other}, (x, y), layer="fc1", k=8,
+                              max_points=None, distributed_min_points=distributed_min_points)
+    return tracker.history, scores + [ranked]
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -268,7 +274,8 @@ def test_tracker_and_layer_early_stopping_build_the_graph_across_ranks(tmp_path,
     blocks = [b.numel() for b in torch.arange(230).tensor_split(world)]
     for r in range(world):
         res = torch.load(f"{out}.{r}")
-        assert res["calls"] == [blocks[r]] * 6, res["calls"]   # 2 epochs x (2 layers + 1)
+        # 2 epochs x (2 tracked layers + 1 layer-mode check + 4 channels), then 2 models
+        assert res["calls"] == [blocks[r]] * (2 * (2 + 1 + 4) + 2), res["calls"]
         assert res["calls_after"] == []                         # the gathering path: none
         (hist, scores), (g_hist, g_scores) = res["sharded"], res["gathered"]
         assert hist == g_hist and scores == g_scores
@@ -276,5 +283,6 @@ def test_tracker_and_layer_early_stopping_build_the_graph_across_ranks(tmp_path,
         for a, b in zip(hist, ref_history):
             assert (a["epoch"], a["layer"], a["metric"]) == (b["epoch"], b["layer"], b["metric"])
             assert a["mean"] == pytest.approx(b["mean"], rel=1e-3, abs=1e-3), (a, b)
-        for a, b in zip(scores, ref_scores):
-            assert a == pytest.approx(b, abs=0.01)
+        for a, b in zip(scores[:-1], ref_scores[:-1]):
+            assert a == pytest.approx(b, abs=0.02)
+        assert [n for n, _ in scores[-1]] == [n for n, _ in ref_scores[-1]]
