@@ -146,7 +146,7 @@ class NNKGraph:
 
 def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
               sigma: Union[float, str, None] = None,
-              candidates: Optional[torch.Tensor] = None,
+              candidates: Union[torch.Tensor, str, None] = None,
               symmetrize: str = "min_error", threshold: float = 1e-10,
               candidate_metric: str = "kernel") -> NNKGraph:
     """NNK graph of the rows of ``x``, solved exactly per node.
@@ -164,8 +164,12 @@ def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
         k (int): candidates per node, an integer ``1 <= k < N``.
         kernel (str): ``"cosine"`` or ``"gaussian"``. (default: ``"cosine"``)
         sigma (float or str, optional): Gaussian bandwidth, see :func:`knn_graph`.
-        candidates (Tensor[N, k] or ndarray, int64, optional): candidate indices from any engine
-            (e.g. a FAISS IVF/HNSW index) for very large N; ``-1`` pads. (default: exact kNN)
+        candidates (Tensor[N, k], ndarray or str, optional): candidate indices from any engine
+            (e.g. a FAISS IVF/HNSW index) for very large N; ``-1`` pads. Or the name of an
+            approximate engine of :func:`torch_geometry.approximate_candidates` with its
+            defaults: ``"ivf"`` (ours, torch only), ``"faiss"`` (FAISS IVFFlat) or
+            ``"faiss-hnsw"`` (FAISS HNSW; both need ``faiss``, an optional dependency).
+            (default: exact kNN)
         symmetrize (str): ``"none"``, ``"max"``, ``"mean"`` or ``"min_error"``, the rule
             used by :attr:`NNKGraph.edge_index`. (default: ``"min_error"``)
         threshold (float): weights ``<= threshold`` are dropped. (default: ``1e-10``)
@@ -188,6 +192,13 @@ def nnk_graph(x: torch.Tensor, k: int, kernel: str = "cosine",
         raise ValueError(f"symmetrize should be one of {_SYMMETRIZE}, got {symmetrize!r}")
     x = as_tensor(x, "nnk_graph")
     k = check_k(k, "nnk_graph")
+    if isinstance(candidates, str):
+        from .approximate import _ENGINES, approximate_candidates
+
+        if candidates not in _ENGINES:
+            raise ValueError(f"nnk_graph: candidates should be a tensor or one of {_ENGINES}, "
+                             f"got {candidates!r}")
+        candidates = approximate_candidates(x, k, kernel=kernel, engine=candidates)
     if candidates is not None:
         candidates = as_tensor(candidates, "nnk_graph", "candidates")
     check_device("nnk_graph", x, candidates)

@@ -146,3 +146,32 @@ def test_progress_bar_and_engine_errors(fmnist, capsys):
         tg.approximate_candidates(x, 10, engine="annoy")
     with pytest.raises(ValueError, match="hnsw_m"):
         tg.approximate_candidates(x, 10, engine="faiss-hnsw", hnsw_m=1)
+
+
+@pytest.mark.parametrize("engine", ["ivf", "faiss", "faiss-hnsw"])
+def test_nnk_graph_takes_an_engine_name_as_candidates(fmnist, engine, monkeypatch):
+    if engine != "ivf":
+        pytest.importorskip("faiss", reason="faiss is an optional dependency (torch-2 leg)")
+    import torch_geometry.approximate as approx
+
+    x = fmnist[:1500]
+    seen, real = [], approx.approximate_candidates
+
+    def recording(*args, **kwargs):        # FAISS HNSW is not deterministic: keep its answer
+        seen.append((kwargs.get("engine"), kwargs.get("kernel")))
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(approx, "approximate_candidates", recording)
+    by_name = tg.nnk_graph(x, 10, candidates=engine)
+    assert seen[0] == (engine, "cosine")
+    given = tg.nnk_graph(x, 10, candidates=seen[1])
+    assert torch.equal(by_name.neighbors, given.neighbors)
+    assert torch.equal(by_name.weights, given.weights)
+    exact, _ = tg.knn_graph(x, 10)
+    assert tg.candidate_recall(seen[1], exact) >= 0.9
+
+
+def test_nnk_graph_refuses_an_unknown_engine_name(fmnist):
+    with pytest.raises(ValueError, match="candidates should be a tensor or one of"):
+        tg.nnk_graph(fmnist[:100], 10, candidates="hnsw")
