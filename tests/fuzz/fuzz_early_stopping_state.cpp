@@ -140,8 +140,22 @@ void mutate(FuzzedDataProvider& fdp, State& s) {
       if (it != s.end() && it->second.numel() > 0 && !snapshot) {
         at::Tensor t = it->second.clone();
         const int64_t at_ = fdp.ConsumeIntegralInRange<int64_t>(0, t.numel() - 1);
-        if (at::isFloatingType(t.scalar_type())) t.view(-1)[at_] = fuzz_double(fdp);
-        else t.view(-1)[at_] = fuzz_int(fdp);
+        if (at::isFloatingType(t.scalar_type())) {
+          t.view(-1)[at_] = fuzz_double(fdp);
+        } else {
+          // A value the dtype can hold (filling a uint8/bool/int32 tensor with an int64 out
+          // of its range throws inside ATen, which is the harness's fault, not a finding).
+          int64_t v = fuzz_int(fdp);
+          switch (t.scalar_type()) {
+            case at::kBool: v &= 1; break;
+            case at::kByte: v &= 0xFF; break;
+            case at::kChar: v = static_cast<int8_t>(v); break;
+            case at::kShort: v = static_cast<int16_t>(v); break;
+            case at::kInt: v = static_cast<int32_t>(v); break;
+            default: break;
+          }
+          t.view(-1)[at_] = v;
+        }
         s[key] = t;
       }
       break;
