@@ -235,8 +235,8 @@ def capture_probe(model: nn.Module, layers: Sequence[str], x: torch.Tensor, batc
     return {name: _gather_rows(a, index, n) for name, a in acts.items()}
 
 
-#: Probe size from which the tracker and layer-mode early stopping build their graphs across
-#: the ranks of torch.distributed (``torch_geometry.distributed.nnk_graph``) instead of
+#: Probe size from which the tracker, early stopping and model selection build their graphs
+#: across the ranks of torch.distributed (``torch_geometry.distributed.nnk_graph``) instead of
 #: gathering every activation to every rank.
 DISTRIBUTED_MIN_POINTS = 20000
 
@@ -263,7 +263,7 @@ def _block_of_rank(n: int) -> torch.Tensor:
 
 def sharded_probe_graphs(model: nn.Module, layers: Sequence[str], x: torch.Tensor, k: int,
                          reduce: str, batch_size: int = 500, progress: bool = False,
-                         desc: str = "probe", gather: bool = True):
+                         desc: str = "probe"):
     """The probe's NNK graphs built across the ranks of torch.distributed.
 
     Each rank runs its contiguous block of the probe set, reduces the activations as the
@@ -272,11 +272,9 @@ def sharded_probe_graphs(model: nn.Module, layers: Sequence[str], x: torch.Tenso
     no rank holds another rank's activations for it, and each rank ends with the graph of
     its own rows, bit for bit the rows of the single-process graph.
 
-    Returns ``(index, points, graphs)``: this rank's probe positions [n_local], and per
-    layer the reduced points and ``(neighbors, weights, error)``; with ``gather`` (the
-    tracker), points and graphs are all-gathered to ``[N, ...]`` on every rank (the reduced
-    points, not the raw activations, travel), else they are this rank's rows (global
-    neighbour indices)."""
+    Returns ``(points, graphs)``: per layer the reduced points and ``(neighbors, weights,
+    error)`` (None where some rank had non-finite activations), all-gathered to ``[N, ...]``
+    on every rank (the reduced points, not the raw activations, travel)."""
     import torch.distributed as dist
 
     from . import distributed as tg_dist
@@ -292,18 +290,14 @@ def sharded_probe_graphs(model: nn.Module, layers: Sequence[str], x: torch.Tenso
         finite = torch.tensor([1.0 if bool(torch.isfinite(local).all()) else 0.0],
                               device=local.device)
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        points[name] = _gather_rows(local, index, n)
         if finite.item() < 1:
-            points[name] = _gather_rows(local, index, n) if gather else local
             graphs[name] = None
             continue
         g = tg_dist.nnk_graph(local, k)
-        if gather:
-            points[name] = _gather_rows(local, index, n)
-            graphs[name] = tuple(_gather_rows(t.to(local.device), index, n)
-                                 for t in (g.neighbors, g.weights, g.error))
-        else:
-            points[name], graphs[name] = local, (g.neighbors, g.weights, g.error)
-    return index, points, graphs
+        graphs[name] = tuple(_gather_rows(t.to(local.device), index, n)
+                             for t in (g.neighbors, g.weights, g.error))
+    return points, graphs
 
 
 class GeometryTracker:
@@ -437,7 +431,7 @@ class GeometryTracker:
         if self._core.last_epoch == epoch:  # already recorded: no second probe pass
             return self._core.step(int(epoch), {})
         if self._sharded():
-            _, acts, graphs = sharded_probe_graphs(
+            acts, graphs = sharded_probe_graphs(
                 self.model, self.layers, self.probe_x, self._k, self._reduce, self.batch_size,
                 progress=self.progress, desc="geometry probe")
             graphs = {name: g for name, g in graphs.items() if g is not None}
