@@ -1,12 +1,14 @@
 #include "knn_search.h"
 
 #include "blas_threads.h"
+#include "knn_fused.h"
 #include "simd_dot.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <limits>
 
 namespace torch_geometry {
@@ -27,7 +29,12 @@ constexpr int64_t kMaxColumnChunk = 256;
 constexpr int64_t kLane = 16;
 
 template <typename scalar_t>
-void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
+void rescore_and_emit(const PreparedPoints& pts, Kernel kernel, int64_t k, int64_t kk,
+                      const std::vector<double>& heap_s, const std::vector<int64_t>& heap_i,
+                      at::Tensor& index, at::Tensor& score);
+
+template <typename scalar_t>
+void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k, SearchEngine engine,
                      at::Tensor& index, at::Tensor& score) {
   const at::Tensor& x = pts.x;
   const int64_t n = x.size(0);
@@ -50,6 +57,20 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
   std::vector<int64_t> heap_i(static_cast<size_t>(n) * kk, -1);
   auto heap = [&](int64_t i) { return RowHeap{&heap_s[i * kk], &heap_i[i * kk], kk}; };
 
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (engine != SearchEngine::Tiled) {
+      std::vector<float> af(n), cf(n);
+      for (int64_t j = 0; j < n; ++j) {
+        af[j] = static_cast<float>(a[j]);
+        cf[j] = static_cast<float>(c[j]);
+      }
+      fused_select(x.data_ptr<float>(), n, x.size(1), af.data(), cf.data(), valid, kk,
+                   heap_s.data(), heap_i.data(),
+                   engine == SearchEngine::FusedAvx2 ? FusedIsa::Avx2 : FusedIsa::Best);
+      rescore_and_emit<scalar_t>(pts, kernel, k, kk, heap_s, heap_i, index, score);
+      return;
+    }
+  }
   // One tile buffer for the whole search, written in place by mm_out: a fresh tensor per
   // tile (tiles of three shapes) fragmented the heap and cost ~130 MiB of RSS at N = 60,000.
   const int64_t blk = std::min(kBlock, n);
@@ -135,6 +156,16 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k,
       });
     }
   }
+  rescore_and_emit<scalar_t>(pts, kernel, k, kk, heap_s, heap_i, index, score);
+}
+
+template <typename scalar_t>
+void rescore_and_emit(const PreparedPoints& pts, Kernel kernel, int64_t k, int64_t kk,
+                      const std::vector<double>& heap_s, const std::vector<int64_t>& heap_i,
+                      at::Tensor& index, at::Tensor& score) {
+  const at::Tensor& x = pts.x;
+  const int64_t n = x.size(0);
+  const bool cosine = kernel == Kernel::Cosine;
   // Exact rescoring: the GEMM's float rounding depends on the BLAS, its thread count and a
   // point's position in its tile, so its scores only select candidates. Each row's kk
   // candidates are rescored by simd_dot (the same bits as the NNK solve's kernel entries,
@@ -292,13 +323,22 @@ PreparedPoints prepare_points(const at::Tensor& x, Kernel kernel) {
 }
 
 std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel kernel,
-                                              int64_t k) {
+                                              int64_t k, SearchEngine engine) {
   const int64_t n = pts.x.size(0);
+  const bool is_float = pts.x.scalar_type() == at::kFloat;
+  if (engine == SearchEngine::Auto) {
+    engine = is_float && fused_select_available() && pts.x.size(1) <= fused_max_dim() &&
+                     n < 0xffffffffLL
+                 ? SearchEngine::Fused
+                 : SearchEngine::Tiled;
+  }
+  TORCH_CHECK(engine == SearchEngine::Tiled || (is_float && fused_select_available()),
+              "knn_search: the fused selection needs float32 points and a CPU with AVX2 + FMA");
   at::Tensor index = at::empty({n, k}, pts.x.options().dtype(at::kLong));
   at::Tensor score = at::empty({n, k}, pts.x.options().dtype(at::kDouble));
   const BlasThreadsGuard blas_threads;  // the GEMM tiles run on torch's thread count
   AT_DISPATCH_FLOATING_TYPES(pts.x.scalar_type(), "knn_search", [&] {
-    knn_search_impl<scalar_t>(pts, kernel, k, index, score);
+    knn_search_impl<scalar_t>(pts, kernel, k, engine, index, score);
   });
   return std::make_tuple(index, score);
 }

@@ -76,19 +76,31 @@ struct RowHeap {
   }
 };
 
-// Exact k nearest other points of every valid point. The Gram matrix is computed in
-// square tiles through at::mm, only for tile pairs (a, b) with b >= a: each tile updates
-// the heaps of its rows and, transposed, of its columns, so every dot product is computed
-// once (half the flops of a plain search) and no N x N matrix is ever held.
+// How knn_search selects candidates:
+//   Tiled:     the Gram matrix in square tiles through at::mm, only for tile pairs (a, b)
+//              with b >= a: each tile updates the heaps of its rows and, transposed, of its
+//              columns, so every dot product is computed once (half the flops of a plain
+//              search) and no N x N matrix is ever held;
+//   Fused:     scores formed and tested in registers (knn_fused.h): every product computed
+//              twice but nothing written; float32 on x86-64 with AVX2 + FMA only;
+//   FusedAvx2: Fused with its AVX2 kernel even where the CPU has AVX-512;
+//   Auto:      Fused for float32 points of D <= fused_max_dim() where available, else Tiled.
+// Both end with the same exact rescoring, so they return the same neighbours (up to ties
+// that float rounding of the selection scores split differently beyond kMargin).
+enum class SearchEngine { Auto, Tiled, Fused, FusedAvx2 };
+
+// Exact k nearest other points of every valid point (selection: see SearchEngine).
 // Returns
 //   index [N, k] int64, best first (-1 pads rows with fewer than k valid others), and
 //   score [N, k] double: cos(x_i, x_j) for the cosine kernel, ||x_i - x_j||^2 for the
 //   Gaussian kernel (0 where padded).
-// The tiles select k + 8 candidates per row; those are rescored exactly (simd_dot.h, the
+// Either selection keeps k + 8 candidates per row; those are rescored exactly (simd_dot.h, the
 // same values the NNK solve uses) and the best k kept, ties broken by the smaller index:
-// the result does not depend on the thread count or on the BLAS behind at::mm.
+// the result does not depend on the thread count, on the BLAS behind at::mm or on the
+// engine (but for such ties).
 std::tuple<at::Tensor, at::Tensor> knn_search(const PreparedPoints& pts, Kernel kernel,
-                                              int64_t k);
+                                              int64_t k,
+                                              SearchEngine engine = SearchEngine::Auto);
 
 // The "euclidean" candidate metric: the k nearest other points of every point by L2
 // distance on the raw x, nearest first, ties to the smaller index (-1 pads). The search is
