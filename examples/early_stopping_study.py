@@ -479,6 +479,9 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
         f"Produced by `{log['command']}`"
         + (f", Run C added by `{log['command_run_c']}` "
            f"({log.get('total_s_run_c', 0) / 60:.1f} min)" if "command_run_c" in log else "")
+        + (f", seeds added by `{log['command_add_seeds']}` "
+           f"({log.get('total_s_add_seeds', 0) / 60:.1f} min)"
+           if "command_add_seeds" in log else "")
         + " (from the repository root); the tables regenerate from the JSON beside this file "
         "with `--from-log`.", "",
         f"Machine: torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs "
@@ -610,6 +613,10 @@ def parse_args(argv=None):
     p.add_argument("--run-c", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--add-run-c", action="store_true",
                    help="run only C, for every run of the existing JSON log beside --out")
+    p.add_argument("--add-seeds", action="store_true",
+                   help="add Runs A and B (and C at the noise levels whose runs have it) for "
+                        "the --seeds the JSON log beside --out lacks, with the log's "
+                        "configuration")
     p.add_argument("--channel-patience", type=int, default=20,
                    help="Run C: checks without improvement before a channel freezes")
     p.add_argument("--channel-check-every", type=int, default=1,
@@ -677,6 +684,49 @@ def add_run_c(cfg, json_path, x, y_clean, x_test, y_test) -> None:
     report(cfg.out, log, _read(cfg.deviations), _read(cfg.interpretation))
 
 
+def one_run(x, y_clean, x_test, y_test, noise, seed, cfg, with_c: bool) -> dict:
+    """Runs A and B (and C when with_c) of one (noise, seed) pair."""
+    cfg._noise = noise
+    y = add_label_noise(y_clean, noise, seed)
+    nodes = stratified_nodes(y, cfg.nodes)
+    t = time.perf_counter()
+    run = {"noise": noise, "seed": seed, "num_nodes": int(nodes.numel()),
+           "actual_noise": float((y != y_clean).float().mean()),
+           "A": run_a(x, y, x_test, y_test, seed, nodes, cfg),
+           "B": run_b(x, y, x_test, y_test, seed, cfg)}
+    if with_c:
+        run["C"] = run_c_both(x, y, x_test, y_test, seed, nodes, cfg)
+    run["wall_s"] = time.perf_counter() - t
+    a = run["A"]["curve"]
+    print(f"noise {noise:.2f} seed {seed} ({run['wall_s']:.0f} s): test acc A "
+          f"{a[-1]['test_acc']:.4f} (best {max(r['test_acc'] for r in a):.4f}), "
+          f"nnk {a[-1]['nnk_s']:.1f} s/epoch", flush=True)
+    return run
+
+
+def add_seeds(cfg, json_path, x, y_clean, x_test, y_test) -> None:
+    """Adds the (noise, seed) runs of --seeds that an existing log lacks, at the log's noise
+    levels and with its configuration (Run C where the log's runs at that noise have it)."""
+    with open(json_path) as f:
+        log = json.load(f)
+    run_cfg = argparse.Namespace(**log["config"])
+    have = {(r["noise"], r["seed"]) for r in log["runs"]}
+    with_c = {r["noise"] for r in log["runs"] if "C" in r}
+    log["command_add_seeds"] = command_line()
+    t0 = time.perf_counter()
+    for noise in run_cfg.noise:
+        for seed in cfg.seeds:
+            if (noise, seed) in have:
+                continue
+            log["runs"].append(one_run(x, y_clean, x_test, y_test, noise, seed, run_cfg,
+                                       noise in with_c))
+            log["config"]["seeds"] = sorted({r["seed"] for r in log["runs"]})
+            log["total_s_add_seeds"] = time.perf_counter() - t0
+            with open(json_path, "w") as f:         # after every run: a partial log survives
+                json.dump(log, f, indent=1)
+    report(cfg.out, log, _read(cfg.deviations), _read(cfg.interpretation))
+
+
 def _read(path: str) -> str:
     if not path:
         return ""
@@ -725,7 +775,7 @@ def main(argv=None):
     cmd, info = command_line(), machine_info()
     t0 = time.perf_counter()
     json_path = os.path.splitext(cfg.out)[0] + ".json"
-    if cfg.add_run_c:           # the data of the logged runs
+    if cfg.add_run_c or cfg.add_seeds:          # the data of the logged runs
         with open(json_path) as f:
             logged = json.load(f)["config"]
         cfg.train_size, cfg.test_size = logged["train_size"], logged["test_size"]
@@ -736,25 +786,13 @@ def main(argv=None):
     if cfg.add_run_c:
         add_run_c(cfg, json_path, x, y_clean, x_test, y_test)
         return
+    if cfg.add_seeds:
+        add_seeds(cfg, json_path, x, y_clean, x_test, y_test)
+        return
     log = {"command": cmd, "machine": info, "config": vars(cfg), "runs": []}
     for noise in cfg.noise:
-        cfg._noise = noise
         for seed in cfg.seeds:
-            y = add_label_noise(y_clean, noise, seed)
-            nodes = stratified_nodes(y, cfg.nodes)
-            t = time.perf_counter()
-            run = {"noise": noise, "seed": seed, "num_nodes": int(nodes.numel()),
-                   "actual_noise": float((y != y_clean).float().mean()),
-                   "A": run_a(x, y, x_test, y_test, seed, nodes, cfg),
-                   "B": run_b(x, y, x_test, y_test, seed, cfg)}
-            if cfg.run_c:
-                run["C"] = run_c_both(x, y, x_test, y_test, seed, nodes, cfg)
-            run["wall_s"] = time.perf_counter() - t
-            log["runs"].append(run)
-            a = run["A"]["curve"]
-            print(f"noise {noise:.2f} seed {seed} ({run['wall_s']:.0f} s): test acc A "
-                  f"{a[-1]['test_acc']:.4f} (best {max(r['test_acc'] for r in a):.4f}), "
-                  f"nnk {a[-1]['nnk_s']:.1f} s/epoch", flush=True)
+            log["runs"].append(one_run(x, y_clean, x_test, y_test, noise, seed, cfg, cfg.run_c))
             log["total_s"] = time.perf_counter() - t0
             info["load_avg_end"] = os.getloadavg()
             with open(json_path, "w") as f:         # after every run: a partial log survives

@@ -80,6 +80,27 @@ def test_early_stopping_study_quick(tmp_path):
     assert again.read_text() == edited
 
 
+def test_early_stopping_study_add_seeds(tmp_path):
+    """--add-seeds runs only the (noise, seed) pairs a log lacks, with the log's
+    configuration, Run C included where the log has it: a removed seed comes back as it was
+    (training is deterministic on the CPU), the others are kept untouched."""
+    out = tmp_path / "es.md"
+    _, full = _run("early_stopping_study.py", out)
+    kept = [r for r in full["runs"] if r["seed"] == 0]
+    partial = dict(full, runs=kept)
+    out.with_suffix(".json").write_text(json.dumps(partial))
+    md, data = _run("early_stopping_study.py", out, "--add-seeds")
+    assert "seeds added by" in md
+    assert data["runs"][:len(kept)] == kept
+    assert sorted((r["noise"], r["seed"]) for r in data["runs"]) == sorted(
+        (r["noise"], r["seed"]) for r in full["runs"])
+    for run in data["runs"][len(kept):]:
+        was = next(r for r in full["runs"] if (r["noise"], r["seed"]) == (run["noise"], run["seed"]))
+        assert [e["test_acc"] for e in run["A"]["curve"]] == [e["test_acc"] for e in was["A"]["curve"]]
+        assert [e["val_err"] for e in run["B"]["curve"]] == [e["val_err"] for e in was["B"]["curve"]]
+        assert run["C"]["min_delta 0"]["test_acc"] == was["C"]["min_delta 0"]["test_acc"]
+
+
 def test_patience_rule_replay_on_scripted_scores():
     study = _load("early_stopping_study")
     scores = [0.5, 0.4, 0.41, 0.39, 0.395, 0.40, 0.42, 0.38]
