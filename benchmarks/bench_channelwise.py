@@ -14,7 +14,12 @@ train_epoch         one training epoch of the example CNN (``examples/fashion_mn
 train_epoch[study]  one epoch of the early-stopping study's much smaller ``StudyCNN``
                     (``examples/early_stopping_study.py``, Adam, batch 128), for scale
 check[<metric>]     ``NNKEarlyStopping``'s channel-mode scoring (C++ core) of the activations
-                    [N, 32, 7, 7], one row per candidate metric this build has
+                    [N, 32, 7, 7], one row per candidate metric this build has; the kNN
+                    search runs its fused selection with the widest vectors of this CPU
+                    (AVX-512 or AVX2, named in the row)
+check[<m>, <sel>]   the same in a child process whose ``ATEN_CPU_CAPABILITY`` caps the
+                    search: ``avx2`` (the fused AVX2 kernel, what a CPU without AVX-512
+                    runs) and ``default`` (the tiled GEMM search of earlier versions)
 naive_knn           a naive reference for the candidate search alone: per channel, rows
                     normalised, ``torch.mm`` in row blocks + ``topk(k + 1)`` (self dropped);
                     no NNK solve and no LOO error
@@ -36,9 +41,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +73,36 @@ def candidate_metrics() -> list:
     if any(a.name == "candidate_metric" for a in schema.arguments):
         return ["kernel", "euclidean"]
     return ["kernel"]
+
+
+def native_isa() -> str:
+    """The widest vectors the fused kNN selection uses on this CPU."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "tiled"
+
+
+def check_in_child(acts_path: str, labels_path: str, metric: str, k: int, repeats: int,
+                   threads: int, capability: str) -> dict:
+    """Times the check in a child process under ATEN_CPU_CAPABILITY=capability."""
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
+    cmd = [sys.executable, __file__, "--child", acts_path, labels_path, "--metric", metric,
+           "--k", str(k), "--repeats", str(repeats), "--threads", str(threads)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def time_check(acts: torch.Tensor, y: torch.Tensor, metric: str, k: int, repeats: int) -> dict:
+    options = _C.EarlyStoppingOptions()
+    options.k, options.candidate_metric = k, metric
+    core = _C.NNKEarlyStoppingCore(options)
+    core.set_labels(y)
+    sec, runs, scores = timed(lambda: core.score(acts), repeats)
+    return {"seconds": sec, "runs": runs, "mean_channel_loo_error": sum(scores) / len(scores)}
 
 
 def timed(fn, repeats: int):
@@ -101,9 +139,15 @@ def main() -> int:
     p.add_argument("--out", default=str(HERE / "results" / "channelwise.json"))
     p.add_argument("--md", default=str(HERE / "results" / "channelwise.md"),
                    help="the table as Markdown ('' = none)")
+    p.add_argument("--child", nargs=2, metavar=("ACTS", "LABELS"), help=argparse.SUPPRESS)
+    p.add_argument("--metric", default="euclidean", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.child:
+        acts, y = torch.load(args.child[0]), torch.load(args.child[1])
+        print(json.dumps(time_check(acts, y, args.metric, args.k, args.repeats)))
+        return 0
 
     x, y = load_fashion_mnist("train", n=args.n, flatten=False)
     model = FashionCNN()
@@ -130,16 +174,25 @@ def main() -> int:
              "runs": small_times}]
     print(f"activations {tuple(acts.shape)}; train_epoch {train_epoch:.2f} s", flush=True)
 
+    isa = native_isa()
     for metric in candidate_metrics():
-        options = _C.EarlyStoppingOptions()
-        options.k, options.candidate_metric = args.k, metric
-        core = _C.NNKEarlyStoppingCore(options)
-        core.set_labels(y)
-        sec, runs, scores = timed(lambda: core.score(acts), args.repeats)
-        rows.append({"row": f"check[{metric}]", "seconds": sec, "runs": runs,
-                     "mean_channel_loo_error": sum(scores) / len(scores)})
-        print(f"check[{metric}] {sec:.2f} s = {sec / train_epoch:.2f} epochs "
-              f"(mean channel LOO error {sum(scores) / len(scores):.4f})", flush=True)
+        r = time_check(acts, y, metric, args.k, args.repeats)
+        rows.append({"row": f"check[{metric}, {isa}]", **r})
+        print(f"check[{metric}, {isa}] {r['seconds']:.2f} s = {r['seconds'] / train_epoch:.2f} "
+              f"epochs (mean channel LOO error {r['mean_channel_loo_error']:.4f})", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        acts_path, labels_path = f"{tmp}/acts.pt", f"{tmp}/labels.pt"
+        torch.save(acts, acts_path)
+        torch.save(y, labels_path)
+        caps = [c for c in ("avx2", "default") if not (c == "avx2" and isa != "avx512")]
+        for cap in caps:
+            metric = candidate_metrics()[-1]
+            r = check_in_child(acts_path, labels_path, metric, args.k, args.repeats,
+                               args.threads, cap)
+            name = "avx2" if cap == "avx2" else "tiled GEMM"
+            rows.append({"row": f"check[{metric}, {name}]", **r})
+            print(f"check[{metric}, {name}] {r['seconds']:.2f} s = "
+                  f"{r['seconds'] / train_epoch:.2f} epochs", flush=True)
 
     sec, runs, _ = timed(lambda: naive_knn(acts, args.k), args.repeats)
     rows.append({"row": "naive_knn", "seconds": sec, "runs": runs})
