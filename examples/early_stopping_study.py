@@ -667,8 +667,10 @@ def add_run_c(cfg, json_path, x, y_clean, x_test, y_test) -> None:
     run_cfg.channel_check_every = cfg.channel_check_every
     log["config"]["channel_patience"] = cfg.channel_patience
     log["config"]["channel_check_every"] = cfg.channel_check_every
-    log["command_run_c"] = command_line()
-    t0 = time.perf_counter()
+    # A second --add-run-c (other noise levels or seeds) is listed after the first.
+    log["command_run_c"] = "; then ".join(
+        c for c in (log.get("command_run_c"), command_line()) if c)
+    t0 = time.perf_counter() - log.get("total_s_run_c", 0.0)
     for run in log["runs"]:
         if run["noise"] not in cfg.noise or run["seed"] not in cfg.seeds:
             continue        # --noise and --seeds choose the runs that get a Run C

@@ -79,3 +79,7 @@ def test_bad_flags_are_refused(tmp_path):
                            "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "--probe-size" in proc.stderr
+    proc = subprocess.run([sys.executable, str(EXAMPLE), "--es-probe-size", "25", "--k", "25",
+                           "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "--es-probe-size" in proc.stderr
