@@ -433,6 +433,8 @@ def analyse(log: dict) -> dict:
         for m in names:
             if m.startswith("cw-deepnnk") or m == "fixed budget":
                 pairs += [(m, "val-error p10"), (m, "holdout-retrain p10")]
+            if m.startswith("cw-deepnnk"):      # the two NNK rules on the conv block
+                pairs.append((m, "nnk-conv p5"))
         paired = {}
         for m, ref in pairs:
             if m not in names or ref not in names:
@@ -469,6 +471,11 @@ def _ci(v: dict, fmt: str = "+.4f") -> str:
     return f"{v['mean']:{fmt}} [{v['lo']:{fmt}}, {v['hi']:{fmt}}]"
 
 
+def _whole_study_min(log: dict) -> float:
+    """Minutes of every invocation that wrote the log (the first, --add-run-c, --add-seeds)."""
+    return sum(log.get(k, 0.0) for k in ("total_s", "total_s_run_c", "total_s_add_seeds")) / 60
+
+
 def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PLACEHOLDER):
     cfg, info, res = log["config"], log["machine"], analyse(log)
     k0 = cfg["k"][0]
@@ -487,7 +494,9 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
         f"Machine: torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs "
         f"shared with other jobs (load average {info['load_avg'][0]:.1f} at the start, "
         f"{info['load_avg_end'][0]:.1f} at the end), Python {info['python']}. Whole study: "
-        f"{log['total_s'] / 60:.1f} min.", "",
+        f"{_whole_study_min(log):.1f} min"
+        + (f" ({log['total_s'] / 60:.1f} in the first invocation)"
+           if _whole_study_min(log) > log['total_s'] / 60 + 0.05 else "") + ".", "",
         f"Setup: `StudyCNN` (conv {cfg['c1']} 5x5/2, conv {cfg['c2']} 3x3/2, fc "
         f"{cfg['hidden']}, fc 10; Adam lr {cfg['lr']}, batch {cfg['batch_size']}) on the first "
         f"{cfg['train_size']} Fashion-MNIST training images, tested on {cfg['test_size']} clean "
