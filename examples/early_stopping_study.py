@@ -478,6 +478,7 @@ def _whole_study_min(log: dict) -> float:
 
 def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PLACEHOLDER):
     cfg, info, res = log["config"], log["machine"], analyse(log)
+    whole_min = _whole_study_min(log)
     k0 = cfg["k"][0]
     n_nodes = sorted({r["num_nodes"] for r in log["runs"]})
     lines = [
@@ -494,9 +495,9 @@ def write_markdown(path: str, log: dict, interpretation: str = INTERPRETATION_PL
         f"Machine: torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs "
         f"shared with other jobs (load average {info['load_avg'][0]:.1f} at the start, "
         f"{info['load_avg_end'][0]:.1f} at the end), Python {info['python']}. Whole study: "
-        f"{_whole_study_min(log):.1f} min"
+        f"{whole_min:.1f} min"
         + (f" ({log['total_s'] / 60:.1f} in the first invocation)"
-           if _whole_study_min(log) > log['total_s'] / 60 + 0.05 else "") + ".", "",
+           if whole_min > log['total_s'] / 60 + 0.05 else "") + ".", "",
         f"Setup: `StudyCNN` (conv {cfg['c1']} 5x5/2, conv {cfg['c2']} 3x3/2, fc "
         f"{cfg['hidden']}, fc 10; Adam lr {cfg['lr']}, batch {cfg['batch_size']}) on the first "
         f"{cfg['train_size']} Fashion-MNIST training images, tested on {cfg['test_size']} clean "

@@ -1,5 +1,7 @@
 #include "knn_fused.h"
 
+#include "simd_dot.h"
+
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
@@ -126,7 +128,7 @@ inline void take(const Block& b, int r, uint32_t m, const float* v, int64_t j0) 
 }
 
 // Every row of a micro-tile with lanes past its threshold (scores out: R x W).
-template <void (*Insert)(uint64_t*, int64_t, uint64_t), int R, int W>
+template <void (*Insert)(uint64_t*, int64_t, uint64_t), int W>
 inline void take_all(const Block& b, const uint32_t* mask, const float* out, int64_t j0) {
   for (int r = 0; r < b.rows; ++r) {
     if (mask[r]) take<Insert>(b, r, mask[r], out + r * W, j0);
@@ -181,7 +183,7 @@ struct Avx2Tile {
         _mm256_store_ps(out + r * W, v0);
         _mm256_store_ps(out + r * W + 8, v1);
       }
-      if (any) take_all<Insert, R, W>(b, mask, out, p * W);
+      if (any) take_all<Insert, W>(b, mask, out, p * W);
     }
   }
 };
@@ -227,7 +229,7 @@ struct Avx512Tile {
         _mm512_store_ps(out + r * W, v0);
         _mm512_store_ps(out + r * W + 16, v1);
       }
-      if (any) take_all<Insert, R, W>(b, mask, out, p * W);
+      if (any) take_all<Insert, W>(b, mask, out, p * W);
     }
   }
 };
@@ -307,36 +309,39 @@ std::string capability_cap() {
   return s;
 }
 
-bool detect_avx512() {
-  __builtin_cpu_init();
-  const std::string cap = capability_cap();
-  return __builtin_cpu_supports("avx512f") && cap != "avx2" && cap != "default";
-}
+// The kernels this process may run, decided on first use (not at load: simd_dot's own
+// detection, which decides AVX2 + FMA for both, is another file's static): AVX-512F only
+// where the AVX2 kernel runs too, each capped by ATEN_CPU_CAPABILITY.
+struct Kernels {
+  bool avx2;
+  bool avx512;
+};
 
-bool detect_avx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         capability_cap() != "default";
+const Kernels& kernels() {
+  static const Kernels k = [] {
+    const std::string cap = capability_cap();
+    const bool avx2 = simd_dot_uses_avx2() && cap != "default";
+    __builtin_cpu_init();
+    return Kernels{avx2, avx2 && __builtin_cpu_supports("avx512f") && cap != "avx2"};
+  }();
+  return k;
 }
-
-const bool kUseAvx512 = detect_avx512();
-const bool kUseAvx2 = detect_avx2();
 
 } // namespace
 
 bool fused_select_available() {
-  return kUseAvx2;
+  return kernels().avx2;
 }
 
 int64_t fused_max_dim() {
-  return kUseAvx512 ? 256 : 128;
+  return kernels().avx512 ? 256 : 128;
 }
 
 void fused_select(const float* x, int64_t n, int64_t d, const float* a, const float* c,
                   const char* valid, int64_t kk, double* heap_s, int64_t* heap_i, FusedIsa isa) {
-  TORCH_CHECK(kUseAvx2, "fused_select: this CPU lacks AVX2 + FMA");
+  TORCH_CHECK(kernels().avx2, "fused_select: this CPU lacks AVX2 + FMA");
   TORCH_CHECK(n < 0xffffffffLL, "fused_select: ", n, " points, at most 2^32 - 2 fit a key");
-  if (kUseAvx512 && isa == FusedIsa::Best) {
+  if (kernels().avx512 && isa == FusedIsa::Best) {
     select_impl<Avx512Tile>(x, n, d, a, c, valid, kk, heap_s, heap_i);
   } else {
     select_impl<Avx2Tile>(x, n, d, a, c, valid, kk, heap_s, heap_i);

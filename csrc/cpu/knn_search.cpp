@@ -30,8 +30,7 @@ constexpr int64_t kLane = 16;
 
 template <typename scalar_t>
 void rescore_and_emit(const PreparedPoints& pts, Kernel kernel, int64_t k, int64_t kk,
-                      const std::vector<double>& heap_s, const std::vector<int64_t>& heap_i,
-                      at::Tensor& index, at::Tensor& score);
+                      const std::vector<int64_t>& heap_i, at::Tensor& index, at::Tensor& score);
 
 template <typename scalar_t>
 void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k, SearchEngine engine,
@@ -67,7 +66,7 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k, Search
       fused_select(x.data_ptr<float>(), n, x.size(1), af.data(), cf.data(), valid, kk,
                    heap_s.data(), heap_i.data(),
                    engine == SearchEngine::FusedAvx2 ? FusedIsa::Avx2 : FusedIsa::Best);
-      rescore_and_emit<scalar_t>(pts, kernel, k, kk, heap_s, heap_i, index, score);
+      rescore_and_emit<scalar_t>(pts, kernel, k, kk, heap_i, index, score);
       return;
     }
   }
@@ -156,13 +155,12 @@ void knn_search_impl(const PreparedPoints& pts, Kernel kernel, int64_t k, Search
       });
     }
   }
-  rescore_and_emit<scalar_t>(pts, kernel, k, kk, heap_s, heap_i, index, score);
+  rescore_and_emit<scalar_t>(pts, kernel, k, kk, heap_i, index, score);
 }
 
 template <typename scalar_t>
 void rescore_and_emit(const PreparedPoints& pts, Kernel kernel, int64_t k, int64_t kk,
-                      const std::vector<double>& heap_s, const std::vector<int64_t>& heap_i,
-                      at::Tensor& index, at::Tensor& score) {
+                      const std::vector<int64_t>& heap_i, at::Tensor& index, at::Tensor& score) {
   const at::Tensor& x = pts.x;
   const int64_t n = x.size(0);
   const bool cosine = kernel == Kernel::Cosine;

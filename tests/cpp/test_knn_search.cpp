@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 #include <tuple>
@@ -227,6 +228,23 @@ TEST(KnnSearch, FusedSelectKeepsTheBestByItsScore) {
       EXPECT_EQ(got, want) << "row " << i << (isa == cpu::FusedIsa::Avx2 ? " avx2" : " best");
     }
   }
+}
+
+// ATEN_CPU_CAPABILITY caps the fused selection as it caps ATen ("default": off, "avx2": the
+// AVX2 kernel). CMake also runs this test with the variable set to each of those values.
+TEST(KnnSearch, CapabilityCapIsHonoured) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  const bool cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool cpu_avx512 = cpu_avx2 && __builtin_cpu_supports("avx512f");
+  const char* v = std::getenv("ATEN_CPU_CAPABILITY");
+  const std::string cap = v == nullptr ? "" : v;
+  EXPECT_EQ(cpu::fused_select_available(), cpu_avx2 && cap != "default") << "cap " << cap;
+  EXPECT_EQ(cpu::fused_max_dim(), cpu_avx512 && cap != "default" && cap != "avx2" ? 256 : 128)
+      << "cap " << cap;
+#else
+  EXPECT_FALSE(cpu::fused_select_available());
+#endif
 }
 
 TEST(KnnSearch, FusedRefusesWhatItCannotSearch) {
