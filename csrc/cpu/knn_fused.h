@@ -26,10 +26,10 @@ enum class FusedIsa { Best, Avx2 };
 bool fused_select_available();
 
 // The largest D at which knn_search picks the fused selection (float32 points only):
-// 256 with AVX-512, 128 with AVX2. Measured at N = 10,000 against the tiled search over
-// the BLAS torch ships: with MKL the fused selection is 3x faster at D = 49 and even at
-// D = 512 (AVX-512), 1.1x at D = 128 and slower at D = 256 (AVX2); with OpenBLAS it was
-// faster at every D up to 1024.
+// 256 with AVX-512, 128 with AVX2. benchmarks/bench_knn_dims.py measures both against the
+// tiled search: the AVX-512 kernel wins up to 256 over OpenBLAS and MKL; the AVX2 kernel
+// wins up to 128 over OpenBLAS, but over MKL at D = 49 only (slower at 128)
+// (benchmarks/results/knn_dims.md).
 int64_t fused_max_dim();
 
 // For every row i with valid[i]: the kk best candidates j != i with valid[j], by
